@@ -1,0 +1,1 @@
+"""Stages: ingest -> camera -> tracks / hands -> episode (see base.py)."""
