@@ -239,21 +239,24 @@ class IngestArtifact(Artifact):
     frame_index: np.ndarray  # (T,) int32, index of each stored frame in the source video
     timestamp: np.ndarray  # (T,) float64 seconds (source presentation time)
     meta: VideoMeta
+    quality: dict = field(default_factory=dict)  # e.g. {"truncated": true}
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         np.save(directory / "frames.npy", np.ascontiguousarray(self.frames, dtype=np.uint8))
         np.savez(directory / "time.npz", frame_index=self.frame_index.astype(np.int32),
                  timestamp=self.timestamp.astype(np.float64))
-        write_json_atomic(directory / "meta.json", asdict(self.meta))
+        write_json_atomic(directory / "meta.json", {**asdict(self.meta), "quality": self.quality})
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = True) -> IngestArtifact:
         directory = Path(directory)
         frames = np.load(directory / "frames.npy", mmap_mode="r" if mmap else None)
         t = np.load(directory / "time.npz")
-        meta = VideoMeta.from_dict(read_json(directory / "meta.json"))
-        return cls(frames=frames, frame_index=t["frame_index"], timestamp=t["timestamp"], meta=meta)
+        raw = read_json(directory / "meta.json")
+        meta = VideoMeta.from_dict(raw)
+        return cls(frames=frames, frame_index=t["frame_index"], timestamp=t["timestamp"], meta=meta,
+                   quality=raw.get("quality", {}))
 
 
 @dataclass

@@ -76,8 +76,9 @@ class RequestContext:
 
 def classify(exc: BaseException) -> str:
     """Map an exception to a failure kind without importing torch."""
-    if getattr(exc, "kind", None) in ("bad_input", "user_error", "oom"):
-        return exc.kind  # type: ignore[attr-defined]
+    kind = getattr(exc, "kind", None)
+    if kind in ("bad_input", "user_error", "oom", "crash", "hang", "error"):
+        return str(getattr(kind, "value", kind))
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in type(exc).__name__ or "out of memory" in text.lower():
         return "oom"
