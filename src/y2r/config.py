@@ -87,10 +87,12 @@ class SyntheticBackendOptions(Section):
     s_per_frame: float = Field(0.0, ge=0, description="Emulated compute time per frame.")
     base_mb: float = Field(0.0, ge=0, description="Emulated memory after load (MB).")
     mb_per_mpix_frame: float = Field(0.0, ge=0, description="Emulated memory growth per megapixel-frame (MB).")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu simulates memory; cuda allocates it for real.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu simulates memory in host RAM; cuda allocates it on the GPU.")
+    gpu: bool = Field(False, description="Schedule as a GPU backend even on the CPU (with execution.gpus.simulate).")
     fail: Literal["none", "crash", "oom", "hang", "error", "bad_input"] = Field("none", description="Injected failure mode.")
     fail_rate: float = Field(0.0, ge=0, le=1, description="Probability of the injected failure per attempt.")
     fail_times: int = Field(-1, description="Fail only the first N attempts of a video (-1 = every attempt at fail_rate).")
+    fail_videos: list[str] = Field([], description="If given, only videos whose id contains one of these strings fail.")
 
 
 class CameraConfig(Section):
@@ -231,7 +233,8 @@ class ExecutionConfig(Section):
     ray_address: str | None = Field(None, description="Ray cluster address (auto, HOST:PORT); null starts a local instance.")
     task_timeout_s: float = Field(600.0, gt=0, description="Base per-task timeout (plus per-frame allowances).")
     task_timeout_s_per_frame: float = Field(2.0, ge=0, description="Added to the task timeout per frame of the video.")
-    backlog_per_stage: int = Field(8, ge=1, description="Finished-but-not-consumed videos allowed to wait before a stage.")
+    no_progress_s: float = Field(900.0, gt=0, description="Kill a task whose worker reported progress once and then none for this long.")
+    backlog_per_stage: int = Field(8, ge=1, description="Videos allowed in flight beyond the worker slots (bounds RAM and disk).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     gpus: GPUConfig = Field(default_factory=GPUConfig)
 

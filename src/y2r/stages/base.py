@@ -105,6 +105,11 @@ class Backend(ABC):
         self.config = config
         self.ctx = ctx
 
+    @classmethod
+    def resources_for(cls, config: Any) -> Resources:
+        """Resources under a given config (most backends: the class-level declaration)."""
+        return cls.resources
+
     @abstractmethod
     def process(self, job: Job) -> Artifact:
         """Compute this stage for one video and return its artifact (saved by the caller)."""

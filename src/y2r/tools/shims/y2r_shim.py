@@ -172,8 +172,10 @@ class _Server:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 traceback.print_exc()
+                # y2r's own errors carry a user-facing one-line message; others get their type name.
+                text = exc.one_line() if callable(getattr(exc, "one_line", None)) else f"{type(exc).__name__}: {exc}"
                 msg = {"id": rid, "type": "result", "ok": False,
-                       "error": {"kind": classify(exc), "message": f"{type(exc).__name__}: {exc}",
+                       "error": {"kind": classify(exc), "message": text,
                                  "traceback": traceback.format_exc()[-8000:]}}
             finally:
                 self._restore()

@@ -1,0 +1,143 @@
+"""The local executor's transport: persistent worker processes on this machine.
+
+Each worker is ``python -m y2r.execution.worker_host`` started fresh (never forked, so CUDA works
+in it), in its own process group, with ``CUDA_VISIBLE_DEVICES`` set to its one GPU (or empty for
+CPU workers) *before* it starts. One thread per in-flight request blocks on the worker's pipe and
+posts the outcome to the driver's queue; the driver stays single-threaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from y2r.errors import FailureKind, WorkerCrashed, WorkerHung, Y2RError
+from y2r.execution import gpus as gpu_mod
+from y2r.execution.driver import Post, TaskProgress, TaskResult, WorkerReady, WorkerStartFailed, WorkerStopped
+from y2r.execution.scheduler import Assign, StartWorker
+from y2r.tools.worker import LaunchSpec, WorkerProcess
+
+
+def worker_argv() -> list[str]:
+    return [sys.executable, "-u", "-m", "y2r.execution.worker_host"]
+
+
+class LocalTransport:
+    def __init__(self, log_dir: Path, *, threads_per_worker: int = 1, heartbeat_s: float = 5.0,
+                 startup_timeout_s: float = 900.0, extra_env: dict[str, str] | None = None):
+        self.log_dir = Path(log_dir)
+        self.threads = threads_per_worker
+        self.heartbeat_s = heartbeat_s
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_env = dict(extra_env or {})
+        self.workers: dict[str, WorkerProcess] = {}
+        self.gpu_of: dict[str, int | None] = {}
+        self._lock = threading.Lock()
+
+    def _env(self, gpu: int | None) -> dict[str, str]:
+        t = str(self.threads)
+        env = {"CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu), "OMP_NUM_THREADS": t,
+               "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, "PYTHONUNBUFFERED": "1"}
+        env.update(self.extra_env)
+        return env
+
+    def start_worker(self, action: StartWorker, load_params: dict, post: Post) -> None:
+        spec = LaunchSpec(name=action.worker_id, argv=worker_argv(), env=self._env(action.gpu),
+                          startup_timeout_s=self.startup_timeout_s, heartbeat_s=self.heartbeat_s)
+        w = WorkerProcess(spec, self.log_dir / "workers" / f"{action.worker_id}.log")
+        with self._lock:
+            self.workers[action.worker_id] = w
+            self.gpu_of[action.worker_id] = action.gpu
+
+        def go() -> None:
+            t0 = time.monotonic()
+            try:
+                w.start()
+                w.call("load", load_params, timeout_s=self.startup_timeout_s)
+            except Y2RError as e:
+                w.kill()
+                post(WorkerStartFailed(action.worker_id, e.kind.value, e.one_line(), getattr(e, "log_tail", None)))
+                return
+            except Exception as e:  # noqa: BLE001 - any start failure must reach the driver as an event
+                w.kill()
+                post(WorkerStartFailed(action.worker_id, FailureKind.ERROR.value, f"{type(e).__name__}: {e}"))
+                return
+            post(WorkerReady(action.worker_id, time.monotonic() - t0, w.pid))
+
+        threading.Thread(target=go, daemon=True, name=f"start-{action.worker_id}").start()
+
+    def run_task(self, action: Assign, params: dict, post: Post) -> None:
+        w = self.workers[action.worker_id]
+
+        def progress(done: int, total: int) -> None:
+            post(TaskProgress(action.worker_id, action.video_id, action.stage, done, total))
+
+        def go() -> None:
+            try:
+                result = w.call("run", params, timeout_s=action.timeout_s, log_path=Path(params["log_path"]),
+                                on_progress=progress)
+            except Y2RError as e:
+                alive = w.alive() and not isinstance(e, (WorkerCrashed, WorkerHung))
+                post(TaskResult(action.worker_id, action.video_id, action.stage, False, kind=e.kind.value,
+                                message=e.one_line(), detail=getattr(e, "detail", None) or getattr(e, "log_tail", None),
+                                worker_alive=alive))
+                return
+            except Exception as e:  # noqa: BLE001
+                post(TaskResult(action.worker_id, action.video_id, action.stage, False, kind=FailureKind.ERROR.value,
+                                message=f"{type(e).__name__}: {e}", worker_alive=w.alive()))
+                return
+            meta = getattr(w, "last_result_meta", {}) or {}
+            post(TaskResult(action.worker_id, action.video_id, action.stage, True, result=result,
+                            peak_rss_mb=meta.get("peak_rss_mb")))
+
+        threading.Thread(target=go, daemon=True, name=f"run-{action.worker_id}").start()
+
+    def stop_worker(self, worker_id: str, post: Post) -> None:
+        with self._lock:
+            w = self.workers.pop(worker_id, None)
+            self.gpu_of.pop(worker_id, None)
+
+        def go() -> None:
+            if w is not None:
+                w.stop()
+            post(WorkerStopped(worker_id))
+
+        threading.Thread(target=go, daemon=True, name=f"stop-{worker_id}").start()
+
+    def kill_worker(self, worker_id: str) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.kill(grace_s=2.0)
+
+    def gpu_memory_mb(self, worker_id: str) -> float | None:
+        w = self.workers.get(worker_id)
+        g = self.gpu_of.get(worker_id)
+        if w is None or g is None or w.pid is None:
+            return None
+        try:
+            return gpu_mod.tree_gpu_memory_mb(w.pid, g)
+        except Exception:  # noqa: BLE001 - sampling is best effort; NVML can fail transiently
+            return None
+
+    def pids(self) -> dict[str, int]:
+        return {k: w.pid for k, w in self.workers.items() if w.pid}
+
+    def shutdown(self) -> None:
+        with self._lock:
+            workers = list(self.workers.values())
+            self.workers.clear()
+        threads = [threading.Thread(target=w.kill, kwargs={"grace_s": 2.0}, daemon=True) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=15)
+
+
+def default_cpu_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

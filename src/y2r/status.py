@@ -1,0 +1,78 @@
+"""What ``y2r status`` shows: per-stage counts from every ledger in OUT (shards merged), failed
+videos with their one-line errors, and -- when a run is live -- GPUs, workers, throughput and ETA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from y2r.console import console
+from y2r.errors import UsageError
+from y2r.execution.driver import load_status
+from y2r.ledger import STATES, Ledger, ledger_paths
+from y2r.stages.base import STAGE_ORDER
+
+
+def collect_status(out: Path) -> dict:
+    paths = ledger_paths(out)
+    if not paths:
+        raise UsageError(f"{out}: no ledger here (run `y2r run ... -o {out}` first)")
+    counts = {s: {st: 0 for st in STATES} for s in STAGE_ORDER}
+    failures, unfinished = [], []
+    videos = 0
+    for p in paths:
+        with Ledger(p, readonly=True) as led:
+            for stage, c in led.counts().items():
+                for st, n in c.items():
+                    counts.setdefault(stage, {x: 0 for x in STATES})[st] += n
+            rows = led.tasks()
+            sources = {v: led.video(v)["source_path"] for v in {r.video_id for r in rows}}
+            videos += len(sources)
+            by_video: dict[str, dict[str, str]] = {}
+            for r in rows:
+                by_video.setdefault(r.video_id, {})[r.stage] = r.state
+                if r.state == "failed":
+                    failures.append({"video_id": r.video_id, "stage": r.stage, "kind": r.error_kind,
+                                     "message": r.error_message, "attempts": r.attempts,
+                                     "source_path": sources[r.video_id], "ledger": p.name})
+            for vid, states in by_video.items():
+                if states.get("episode") != "done":
+                    unfinished.append({"video_id": vid, "source_path": sources[vid], "states": states})
+    return {"out": str(out), "ledgers": [p.name for p in paths], "videos": videos, "stages": counts,
+            "failures": failures, "unfinished": unfinished, "live": load_status(out)}
+
+
+def print_status(st: dict) -> None:
+    t = Table("stage", *STATES, title=f"{st['out']}: {st['videos']} videos" +
+              (f" ({len(st['ledgers'])} shard ledgers)" if len(st["ledgers"]) > 1 else ""))
+    colours = {"done": "green", "failed": "red", "running": "cyan", "skipped": "yellow", "pending": ""}
+    for stage in STAGE_ORDER:
+        c = st["stages"].get(stage, {})
+        t.add_row(stage, *[(f"[{colours[s]}]{c.get(s, 0)}[/]" if c.get(s, 0) and colours[s] else str(c.get(s, 0)))
+                           for s in STATES])
+    console.print(t)
+    live = st.get("live")
+    if live and live.get("live"):
+        console.print(f"[cyan]run in progress[/] (pid {live['pid']}, {live['elapsed_s']:.0f} s elapsed"
+                      + (f", ETA {live['eta_s']:.0f} s" if live.get("eta_s") else "") + ")")
+        thr = live.get("throughput_frames_per_s") or {}
+        if thr:
+            console.print("throughput (frames/s): " + ", ".join(f"{k} {v}" for k, v in thr.items()))
+        lanes = Table("workers", "total", "busy", "starting", "note")
+        for name, ln in live.get("lanes", {}).items():
+            if ln["workers"] or ln.get("broken"):
+                lanes.add_row(name, str(ln["workers"]), str(ln["busy"]), str(ln["starting"]), escape(ln.get("broken") or ""))
+        console.print(lanes)
+        if live.get("gpus"):
+            g = Table("gpu", "name", "predicted MB", "capacity MB", "workers", "state")
+            for x in live["gpus"]:
+                g.add_row(str(x["index"]), x["name"], f"{x['predicted_mb']:.0f}", f"{x['capacity_mb']:.0f}",
+                          str(len(x["workers"])), "[red]out of service[/]" if x.get("out_of_service") else "ok")
+            console.print(g)
+    if st["failures"]:
+        console.print(f"[red]{len(st['failures'])} failed[/] (full logs: OUT/logs/<video>/<stage>.log):")
+        for f in st["failures"]:
+            console.print(f"  {escape(f['video_id'])} [{f['stage']}, {f['kind']}, {f['attempts']} attempts]: "
+                          f"{escape(f['message'] or '')}", highlight=False)
