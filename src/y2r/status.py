@@ -74,5 +74,5 @@ def print_status(st: dict) -> None:
     if st["failures"]:
         console.print(f"[red]{len(st['failures'])} failed[/] (full logs: OUT/logs/<video>/<stage>.log):")
         for f in st["failures"]:
-            console.print(f"  {escape(f['video_id'])} [{f['stage']}, {f['kind']}, {f['attempts']} attempts]: "
-                          f"{escape(f['message'] or '')}", highlight=False)
+            where = escape(f"[{f['stage']}, {f['kind']}, {f['attempts']} attempts]")
+            console.print(f"  {escape(f['video_id'])} {where}: {escape(f['message'] or '')}", highlight=False)

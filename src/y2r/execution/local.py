@@ -46,7 +46,7 @@ class LocalTransport:
 
     def start_worker(self, action: StartWorker, load_params: dict, post: Post) -> None:
         spec = LaunchSpec(name=action.worker_id, argv=worker_argv(), env=self._env(action.gpu),
-                          startup_timeout_s=self.startup_timeout_s, heartbeat_s=self.heartbeat_s)
+                          startup_timeout_s=self.startup_timeout_s, heartbeat_s=self.heartbeat_s, label="")
         w = WorkerProcess(spec, self.log_dir / "workers" / f"{action.worker_id}.log")
         with self._lock:
             self.workers[action.worker_id] = w

@@ -51,6 +51,12 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to (or, with None values, removed from) os.environ
     startup_timeout_s: float = 600.0
     heartbeat_s: float = 5.0
+    label: str | None = None  # prefix of error messages (default: name; "" for none)
+
+    @property
+    def prefix(self) -> str:
+        lab = self.name if self.label is None else self.label
+        return f"{lab}: " if lab else ""
 
 
 def shim_argv(python: str | os.PathLike, shim: str) -> list[str]:
@@ -256,7 +262,7 @@ class WorkerProcess:
                 if msg.get("ok"):
                     return msg.get("result") or {}
                 err = msg.get("error") or {}
-                raise error_from_kind(err.get("kind", "error"), f"{self.spec.name}: {err.get('message', 'failed')}",
+                raise error_from_kind(err.get("kind", "error"), f"{self.spec.prefix}{err.get('message', 'failed')}",
                                       log_tail=self._tails(log_path), detail=err.get("traceback"))
 
     def _crashed(self, log_path: Path | None) -> Y2RError:
