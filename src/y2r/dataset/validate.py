@@ -320,7 +320,7 @@ class _Validator:
                 with np.errstate(invalid="ignore"):
                     note("negative", fin & (d < 0), a)
                     note("nonzero_invalid", ~valid & (d != 0), a)
-                    note("zero_valid", valid & (d <= 0), a)
+                    note("zero_valid", valid & (d == 0), a)
         except OSError as e:
             self.add("/depth", f"unreadable data ({' '.join(str(e).split())})")
             return
@@ -328,7 +328,7 @@ class _Validator:
             "nonfinite": ("/depth/depth", "non-finite values"),
             "negative": ("/depth/depth", "negative values"),
             "nonzero_invalid": ("/depth/depth", "non-zero values where depth/valid is false (invalid depth is 0)"),
-            "zero_valid": ("/depth/valid", "true where depth is <= 0"),
+            "zero_valid": ("/depth/valid", "true where depth is 0 (0 means invalid)"),
         }
         for key, (n, first) in counts.items():
             if n:
