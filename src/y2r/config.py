@@ -90,7 +90,7 @@ class SyntheticBackendOptions(Section):
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu simulates memory in host RAM; cuda allocates it on the GPU.")
     gpu: bool = Field(False, description="Schedule as a GPU backend even on the CPU (with execution.gpus.simulate).")
     fail: Literal["none", "crash", "oom", "hang", "error", "bad_input"] = Field("none", description="Injected failure mode.")
-    fail_rate: float = Field(0.0, ge=0, le=1, description="Probability of the injected failure per attempt.")
+    fail_rate: float = Field(1.0, ge=0, le=1, description="Probability of the injected failure per attempt (when fail is set).")
     fail_times: int = Field(-1, description="Fail only the first N attempts of a video (-1 = every attempt at fail_rate).")
     fail_videos: list[str] = Field([], description="If given, only videos whose id contains one of these strings fail.")
 

@@ -71,8 +71,23 @@ def _video_stream(path: Path, container) -> av.video.stream.VideoStream:
         raise InputError(path, "contains no video stream")
     stream = streams[0]
     if stream.codec_context is None:
-        raise InputError(path, f"unsupported codec '{stream.codec.name if stream.codec else 'unknown'}'")
+        raise InputError(path, f"unsupported codec ({_fourcc(path) or 'unknown'}): no decoder for this video stream")
     return stream
+
+
+def _fourcc(path: Path) -> str | None:
+    """Best-effort codec tag of an AVI/MOV stream whose codec FFmpeg does not know (for the message)."""
+    try:
+        head = path.open("rb").read(4096)
+    except OSError:
+        return None
+    for marker in (b"vids", b"stsd"):
+        i = head.find(marker)
+        if i >= 0:
+            tag = head[i + 4:i + 8] if marker == b"vids" else head[i + 16:i + 20]
+            if all(32 <= c < 127 for c in tag):
+                return f"fourcc '{tag.decode()}'"
+    return None
 
 
 def probe(path: str | Path, max_pixels: int | None = None) -> SourceInfo:
@@ -215,7 +230,8 @@ def decode(path: str | Path, *, fps: float | None, width: int, height: int, resi
             truncated = True
             if not frames and prev is None:
                 raise InputError(path, f"cannot decode any frame ({info.codec}): {e}") from e
-    if not full and prev is not None and prev[0] != last_chosen and next_t - prev[1] < 0.5 * step:
+    # The last frame still covers [t, t + 1/src_fps): it serves a target time that falls inside it.
+    if not full and prev is not None and prev[0] != last_chosen and next_t < prev[1] + 1.0 / src_fps - 1e-9:
         emit(prev)
     if not truncated and expected and n_src < 0.9 * expected - 1:
         truncated = True  # the container promised more frames than the stream holds

@@ -1,0 +1,90 @@
+"""Shared test fixtures: small generated videos, the shared fixtures folder, GPU-test guard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.exists():  # CI checkouts may place the repo elsewhere; allow an override
+    SHARED = Path(os.environ.get("Y2R_SHARED", "/work/shared"))
+
+FAST_SYNTHETIC = [
+    "camera.backend=synthetic", "tracks.backend=synthetic", "hands.backend=synthetic",
+    "ingest.width=64", "ingest.height=48",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests fail loudly when selected on a machine without a GPU (never skip silently)."""
+    gpu_items = [i for i in items if i.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    selected = config.getoption("-m") or ""
+    if "gpu" not in selected:
+        skip = pytest.mark.skip(reason="GPU test: run with -m gpu on a machine with an NVIDIA GPU")
+        for i in gpu_items:
+            i.add_marker(skip)
+        return
+    from y2r.execution.gpus import inventory
+
+    if not inventory("all"):
+        raise pytest.UsageError("GPU tests selected (-m gpu) but no NVIDIA GPU is visible through NVML")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.exists():
+        pytest.fail(f"shared fixtures folder not found at {SHARED} (set Y2R_SHARED)")
+    return SHARED
+
+
+def make_frames(T: int = 12, H: int = 48, W: int = 64, seed: int = 0) -> np.ndarray:
+    """A textured image translating 2 px per frame (enough structure for every codec and tracker)."""
+    rng = np.random.default_rng(seed)
+    big = rng.integers(0, 256, size=(H + 8, W + 2 * T + 8, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(big[::4, ::4], 4, 0), 4, 1)[: H + 8, : W + 2 * T + 8]
+    return np.stack([big[4:4 + H, 2 * t:2 * t + W] for t in range(T)])
+
+
+@pytest.fixture
+def video_factory(tmp_path):
+    from y2r.video import write_video
+
+    def make(name: str = "clip.mp4", T: int = 12, H: int = 48, W: int = 64, fps: float = 10.0, codec: str = "libx264",
+             folder: Path | None = None, seed: int = 0) -> Path:
+        folder = folder or tmp_path
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_video(folder / name, make_frames(T, H, W, seed), fps, codec=codec)
+
+    return make
+
+
+@pytest.fixture
+def fast_config():
+    from y2r.config import load_config
+
+    def make(*extra: str):
+        return load_config(None, [*FAST_SYNTHETIC, "execution.workers=2", *extra])
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_workers():
+    """Every test must leave no worker process behind."""
+    yield
+    from y2r.tools.worker import _LIVE
+
+    alive = [w for w in list(_LIVE) if w.alive()]
+    for w in alive:
+        w.kill()
+    assert not alive, f"test leaked live workers: {[w.spec.name for w in alive]}"
+
+
+def have(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
