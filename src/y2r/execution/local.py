@@ -36,6 +36,8 @@ class LocalTransport:
         self.workers: dict[str, WorkerProcess] = {}
         self.gpu_of: dict[str, int | None] = {}
         self._lock = threading.Lock()
+        self._closed = False
+        self._starting: list[threading.Thread] = []
 
     def _env(self, gpu: int | None) -> dict[str, str]:
         t = str(self.threads)
@@ -55,7 +57,12 @@ class LocalTransport:
         def go() -> None:
             t0 = time.monotonic()
             try:
+                if self._closed:
+                    return
                 w.start()
+                if self._closed:  # shut down while we were starting: do not leave the process behind
+                    w.kill()
+                    return
                 w.call("load", load_params, timeout_s=self.startup_timeout_s)
             except Y2RError as e:
                 w.kill()
@@ -67,7 +74,9 @@ class LocalTransport:
                 return
             post(WorkerReady(action.worker_id, time.monotonic() - t0, w.pid))
 
-        threading.Thread(target=go, daemon=True, name=f"start-{action.worker_id}").start()
+        t = threading.Thread(target=go, daemon=True, name=f"start-{action.worker_id}")
+        self._starting.append(t)
+        t.start()
 
     def run_task(self, action: Assign, params: dict, post: Post) -> None:
         w = self.workers[action.worker_id]
@@ -126,6 +135,7 @@ class LocalTransport:
         return {k: w.pid for k, w in self.workers.items() if w.pid}
 
     def shutdown(self) -> None:
+        self._closed = True
         with self._lock:
             workers = list(self.workers.values())
             self.workers.clear()
@@ -134,6 +144,11 @@ class LocalTransport:
             t.start()
         for t in threads:
             t.join(timeout=15)
+        for t in self._starting:
+            t.join(timeout=5)
+        for w in workers:  # a start that raced the first kill
+            if w.alive():
+                w.kill(grace_s=1.0)
 
 
 def default_cpu_workers() -> int:

@@ -93,6 +93,8 @@ class WorkerProcess:
         self.hello: dict = {}
         self.last_seen = 0.0
         self.busy = False
+        self._closed = False  # set by kill(): a start racing with a shutdown must not leave a process
+        self._life = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -105,6 +107,8 @@ class WorkerProcess:
     def start(self) -> dict:
         if self.alive():
             return self.hello
+        with self._life:
+            self._closed = False  # a (re)start; a kill() from here until Popen aborts it
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -117,13 +121,18 @@ class WorkerProcess:
         argv = [*self.spec.argv, "--in-fd", str(req_r), "--out-fd", str(rep_w), "--heartbeat", str(self.spec.heartbeat_s)]
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                argv, cwd=self.spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(req_r, rep_w), start_new_session=True, close_fds=True,
-            )
-        except OSError as e:
+            with self._life:
+                if self._closed:
+                    raise ToolUnavailable(f"{self.spec.name}: worker was shut down before it started")
+                self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                    argv, cwd=self.spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    pass_fds=(req_r, rep_w), start_new_session=True, close_fds=True,
+                )
+        except (OSError, ToolUnavailable) as e:
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
+            if isinstance(e, ToolUnavailable):
+                raise
             raise ToolUnavailable(f"{self.spec.name}: cannot start worker ({argv[0]}): {e.strerror}") from e
         finally:
             log.close()
@@ -159,6 +168,8 @@ class WorkerProcess:
         self.kill(grace_s=min(grace_s, 3.0))
 
     def kill(self, grace_s: float = 3.0) -> None:
+        with self._life:
+            self._closed = True
         if self.proc is None:
             return
         pgid = self.proc.pid  # start_new_session: the child's pid is its process-group id
