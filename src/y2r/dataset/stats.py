@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -125,19 +126,21 @@ class RunningStats:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.sqrt(np.where(self.count > 0, self.m2 / np.maximum(self.count, 1), np.nan))
 
-    def quantiles(self) -> dict[str, np.ndarray]:
-        out = {}
-        for q in QUANTILES:
-            vals = np.full(len(self.components), np.nan)
-            for c in range(len(self.components)):
-                col = self.sample[:, c]
-                col = col[np.isfinite(col)]
-                if col.size:
-                    vals[c] = np.quantile(col, q)
-            out[quantile_key(q)] = vals
-        return out
+    def quantiles(self, levels: Sequence[float] = QUANTILES) -> dict[str, np.ndarray]:
+        C = len(self.components)
+        S = self.sample
+        if len(S) == 0:
+            Q = np.full((len(levels), C), np.nan)
+        elif np.isfinite(S).all():
+            Q = np.quantile(S, list(levels), axis=0)
+        else:
+            with warnings.catch_warnings():  # an all-NaN component has no quantiles: NaN is the answer
+                warnings.simplefilter("ignore", RuntimeWarning)
+                S = np.where(np.isfinite(S), S, np.nan)
+                Q = np.nanquantile(S, list(levels), axis=0)
+        return {quantile_key(q): Q[i] for i, q in enumerate(levels)}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, levels: Sequence[float] = QUANTILES) -> dict[str, Any]:
         has = self.count > 0
         d: dict[str, Any] = {
             "components": self.components,
@@ -149,7 +152,7 @@ class RunningStats:
             "min": _list(np.where(has, self.min, np.nan)),
             "max": _list(np.where(has, self.max, np.nan)),
         }
-        for k, v in self.quantiles().items():
+        for k, v in self.quantiles(levels).items():
             d[k] = _list(v)
         d["sampled_rows"] = int(len(self.sample))
         d["exact_quantiles"] = bool(len(self.sample) == self.rows_seen)
