@@ -52,11 +52,13 @@ class PolygonLayer:
     present: np.ndarray  # (Q,) bool
     cx: np.ndarray  # (Q,) float32 centre, cell units, in [0,1)
     cy: np.ndarray
-    A: np.ndarray  # (Q,K) float32 edge half-planes
+    A: np.ndarray  # (K,Q) float32 edge half-planes (edge-major: each edge's column is contiguous)
     B: np.ndarray
     C: np.ndarray
-    vx: np.ndarray  # (Q,K) float32 vertices relative to the centre (star layers only)
+    vx: np.ndarray  # (K,Q) float32 vertices relative to the centre
     vy: np.ndarray
+    r_in2: np.ndarray  # (Q,) float32 squared radius of the largest disc around the centre inside
+    r_out2: np.ndarray  # (Q,) float32 squared radius of the smallest disc around the centre outside
     colour: np.ndarray  # (Q,3) float32
 
 
@@ -152,22 +154,29 @@ def _paint_polygons(out: np.ndarray, layer: PolygonLayer, a: np.ndarray, b: np.n
     if rows.size == 0:
         return
     cell = cell[rows]
-    qx = (ca[rows] - fa[rows]) - layer.cx.take(cell)
-    qy = (cb[rows] - fb[rows]) - layer.cy.take(cell)
-    A, B, C = layer.A[cell], layer.B[cell], layer.C[cell]  # (m,K)
-    K = A.shape[1]
-    if layer.convex:
-        inside = A[:, 0] * qx + B[:, 0] * qy > C[:, 0]
-        for k in range(1, K):
-            inside &= A[:, k] * qx + B[:, k] * qy > C[:, k]
-    else:
-        vx, vy = layer.vx[cell], layer.vy[cell]
-        # cross(v_k, q) >= 0: q is counter-clockwise of vertex k (seen from the centre).
-        ccw = (vx * qy[:, None] - vy * qx[:, None]) >= 0
-        inside = np.zeros(rows.size, dtype=bool)
-        for k in range(K):
-            sector = ccw[:, k] & ~ccw[:, (k + 1) % K]
-            inside |= sector & (A[:, k] * qx + B[:, k] * qy > C[:, k])
+    qx = (ca - fa)[rows] - layer.cx.take(cell)
+    qy = (cb - fb)[rows] - layer.cy.take(cell)
+    # Inside the inscribed disc: inside; outside the circumscribed disc: outside. Only the ring
+    # between them (a minority of samples) needs the edge tests.
+    r2 = qx * qx + qy * qy
+    inside = r2 < layer.r_in2.take(cell)
+    ring = np.flatnonzero((r2 < layer.r_out2.take(cell)) & ~inside)
+    if ring.size:
+        c, x, y = cell[ring], qx[ring], qy[ring]
+        A, B, C = layer.A, layer.B, layer.C
+        K = A.shape[0]
+        if layer.convex:
+            ok = A[0].take(c) * x + B[0].take(c) * y > C[0].take(c)
+            for k in range(1, K):
+                ok &= A[k].take(c) * x + B[k].take(c) * y > C[k].take(c)
+        else:
+            # cross(v_k, q) >= 0: q is counter-clockwise of vertex k (seen from the centre).
+            ccw = [layer.vx[k].take(c) * y - layer.vy[k].take(c) * x >= 0 for k in range(K)]
+            ok = np.zeros(ring.size, dtype=bool)
+            for k in range(K):
+                sector = ccw[k] & ~ccw[(k + 1) % K]
+                ok |= sector & (A[k].take(c) * x + B[k].take(c) * y > C[k].take(c))
+        inside[ring[ok]] = True
     out[rows[inside]] = layer.colour[cell[inside]]
 
 
@@ -218,10 +227,22 @@ def _polygon_layer(rng: np.random.Generator, *, cell: float, convex: bool, densi
         A, B, C = _edges(vx, vy)
     present = rng.random(Q) < density
     colour = palette[rng.integers(0, len(palette), size=Q)].astype(np.float32)
+    # Distance from the centre to each edge segment; the polygon is star-shaped around its centre,
+    # so the disc of the smallest such distance lies inside it.
+    ex, ey = np.roll(vx, -1, axis=-1) - vx, np.roll(vy, -1, axis=-1) - vy
+    along = np.clip(-(vx * ex + vy * ey) / np.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
+    r_in = np.hypot(vx + along * ex, vy + along * ey).min(axis=-1)
+    r_out = np.hypot(vx, vy).max(axis=-1)
+    # Float32 rounding of the tables must not move a sample across a disc: shrink/grow by a margin.
     f32 = np.float32
+
+    def edge_major(arr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(arr.T.astype(f32))
+
     return PolygonLayer(cell=float(cell), convex=convex, present=present, cx=centre[:, 0].copy(),
-                        cy=centre[:, 1].copy(), A=A.astype(f32), B=B.astype(f32), C=C.astype(f32),
-                        vx=vx.astype(f32), vy=vy.astype(f32), colour=colour)
+                        cy=centre[:, 1].copy(), A=edge_major(A), B=edge_major(B), C=edge_major(C),
+                        vx=edge_major(vx), vy=edge_major(vy), r_in2=((r_in * (1 - 1e-4)) ** 2).astype(f32),
+                        r_out2=((r_out * (1 + 1e-4)) ** 2).astype(f32), colour=colour)
 
 
 def make_material(rng: np.random.Generator, *, style: Style = "rich", scale: float = 1.0,
