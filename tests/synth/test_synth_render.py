@@ -254,3 +254,16 @@ def test_fixture_loads_and_follows_the_same_conventions():
     assert np.max(np.abs(uv - fx.track_uv)) < 1e-6
     assert fx.track_cube.tolist() == np.where(fx.track_is_moving, 0, -1).tolist()
     assert fx.cubes_to_world.shape == (32, 1, 4, 4) and not fx.occluder_mask.any()
+
+
+@pytest.mark.parametrize("supersample", [2, 3])
+def test_adaptive_supersampling_matches_full_supersampling(supersample):
+    kw = dict(width=W, height=H, num_frames=2, seed=0, supersample=supersample)
+    full = render("orbit", adaptive=False, **kw)
+    adaptive = render("orbit", adaptive=True, **kw)
+    one = render("orbit", **kw | {"supersample": 1})
+    diff = np.abs(full.rgb.astype(int) - adaptive.rgb)
+    assert diff.mean() < 0.1
+    assert np.mean(diff > 2) < 0.005
+    # ... while supersampling itself changes many pixels (edges are anti-aliased).
+    assert np.mean(np.abs(full.rgb.astype(int) - one.rgb) > 2) > 0.1

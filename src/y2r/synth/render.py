@@ -16,7 +16,7 @@ from y2r.errors import UsageError
 from y2r.geometry import focal_from_fov, intrinsics_matrix, invert_se3
 from y2r.synth.clip import SynthClip
 from y2r.synth.motions import Slide
-from y2r.synth.raycast import BACK, FLOOR, LEFT, RIGHT, BoxAt, RoomAt, cast, local_points
+from y2r.synth.raycast import BACK, FLOOR, LEFT, RIGHT, BoxAt, Hits, RoomAt, cast, local_points
 from y2r.synth.scene import SCENES, SceneSpec
 from y2r.synth.textures import Material, make_material
 
@@ -117,9 +117,10 @@ class _Scene:
 
     # -------------------------------------------------------------------------------- colour
     def colour(self, room: RoomAt, boxes: list[BoxAt], shade: np.ndarray, x: np.ndarray,
-               y: np.ndarray) -> np.ndarray:
-        """Shaded colour (n,3) float32 of the rays (x, y, 1) (camera frame)."""
-        hits = cast(room, boxes, x, y)
+               y: np.ndarray, hits: Hits | None = None) -> np.ndarray:
+        """Shaded colour (n,3) float32 of the rays (x, y, 1) (camera frame); ``hits`` if cast already."""
+        if hits is None:
+            hits = cast(room, boxes, x, y)
         out = np.empty((x.shape[0], 3), dtype=np.float32)
         order = np.argsort(hits.surface, kind="stable")
         counts = np.bincount(hits.surface, minlength=len(self.names))
@@ -169,10 +170,69 @@ def _pixel_rays(K: np.ndarray, width: int, height: int, offsets: list[tuple[floa
     return np.concatenate(xs).astype(dtype), np.concatenate(ys).astype(dtype)
 
 
+class _Supersampler:
+    """Box-filtered supersampling of a frame whose pixel-centre colours are known."""
+
+    # Pixels whose centre colour differs from a 4-neighbour's by more than this get all samples.
+    EDGE = 2.0 / 255.0
+
+    def __init__(self, K: np.ndarray, W: int, H: int, offsets: list[tuple[float, float]], adaptive: bool):
+        self.W, self.H, self.adaptive = W, H, adaptive
+        # With an odd grid the centre is one of the samples, and it is already rendered.
+        self.centre_is_sample = (0.0, 0.0) in offsets
+        rest = [o for o in offsets if o != (0.0, 0.0)]
+        self.n = len(offsets)
+        self.dx = np.array([o[0] / K[0, 0] for o in rest], dtype=np.float32)
+        self.dy = np.array([o[1] / K[1, 1] for o in rest], dtype=np.float32)
+        x, y = _pixel_rays(K, W, H, [(0.0, 0.0)], np.float32)
+        self.x, self.y = x, y
+
+    def __call__(self, ctx: _Scene, geom: tuple[RoomAt, list[BoxAt]], shade: np.ndarray, centre: np.ndarray,
+                 surface: np.ndarray) -> np.ndarray:
+        if self.dx.size == 0:
+            return centre
+        px = self._edge_pixels(centre, surface) if self.adaptive else np.arange(centre.shape[0])
+        if px.size == 0:
+            return centre
+        xs = (self.x[px][None, :] + self.dx[:, None]).ravel()
+        ys = (self.y[px][None, :] + self.dy[:, None]).ravel()
+        sub = ctx.colour(*geom, shade, xs, ys).reshape(self.dx.size, px.size, 3)
+        acc = sub[0].copy()
+        for k in range(1, self.dx.size):
+            acc += sub[k]
+        if self.centre_is_sample:
+            acc += centre[px]
+        out = centre.copy()
+        out[px] = acc / self.n
+        return out
+
+    def _edge_pixels(self, centre: np.ndarray, surface: np.ndarray) -> np.ndarray:
+        surf = surface.reshape(self.H, self.W)
+        dh = surf[:, 1:] != surf[:, :-1]
+        dv = surf[1:] != surf[:-1]
+        # Channel by channel on contiguous planes (a max over a trailing axis of 3 is slow).
+        for c in range(3):
+            plane = np.ascontiguousarray(centre[:, c]).reshape(self.H, self.W)
+            dh |= np.abs(plane[:, 1:] - plane[:, :-1]) > self.EDGE
+            dv |= np.abs(plane[1:] - plane[:-1]) > self.EDGE
+        edge = np.zeros((self.H, self.W), dtype=bool)
+        edge[:, 1:] |= dh
+        edge[:, :-1] |= dh
+        edge[1:] |= dv
+        edge[:-1] |= dv
+        return np.flatnonzero(edge)
+
+
 def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_frames: int = 32,
            fps: float = 30.0, seed: int = 0, fov_deg: float | None = None, supersample: int = 2,
-           num_tracks: int | None = None, depth_quantum: float = 2.0**-14) -> SynthClip:
+           num_tracks: int | None = None, depth_quantum: float = 2.0**-14, adaptive: bool = True) -> SynthClip:
     """Render a named scene of ``SCENES`` (or a ``SceneSpec``) with its exact ground truth.
+
+    Colour is the mean of ``supersample x supersample`` samples per pixel (a box filter). With
+    ``adaptive`` only pixels where the colour or the surface changes between pixel centres get the
+    extra samples (the rest are flat, where more samples would return the same colour); it is ~2x
+    faster and differs from full supersampling by a fraction of a grey level on average.
+    Depth, masks and tracks are exact at pixel centres / track positions at the frame time.
 
     Deterministic: the same arguments give the same arrays. ``seed`` chooses the textures and the
     tracked points; the geometry and motions are those of the scene.
@@ -199,9 +259,12 @@ def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_f
     cx, cy = _pixel_rays(K, W, H, [(0.0, 0.0)])
     offs = [((i + 0.5) / supersample - 0.5, (j + 0.5) / supersample - 0.5)
             for j in range(supersample) for i in range(supersample)]
-    # Colour samples in float32 (see raycast.py); depth and ground truth stay float64.
-    sx, sy = _pixel_rays(K, W, H, offs, np.float32)
     n_sub = max(1, spec.blur_subframes)
+    if n_sub > 1:
+        # Colour samples in float32 (see raycast.py); depth and ground truth stay float64.
+        sx, sy = _pixel_rays(K, W, H, offs, np.float32)
+    else:
+        sampler = _Supersampler(K, W, H, offs, adaptive)
 
     rgb = np.empty((T, H, W, 3), dtype=np.uint8)
     depth = np.empty((T, H, W), dtype=np.float32)
@@ -220,8 +283,9 @@ def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_f
         depth[i] = s.reshape(H, W)
         surf_map[i] = hits.surface.reshape(H, W)
         if n_sub == 1:
-            col = ctx.colour(*geom, ctx.shading(room_T_boxes_i), sx, sy)
-            acc = col.reshape(len(offs), H * W, 3).mean(axis=0)
+            shade = ctx.shading(room_T_boxes_i)
+            centre = ctx.colour(*geom, shade, cx, cy, hits)  # reuses the ground-truth cast
+            acc = sampler(ctx, geom, shade, centre, hits.surface)
         else:
             # Distribution ray tracing: sub-frame j is rendered at time t_j with sub-pixel offset
             # j mod s^2, so n_sub sub-frames give both the blur and the anti-aliasing.
