@@ -8,9 +8,10 @@ Layout under the output folder::
     OUT/work/<video_id>/.<stage>.tmp-*/    a stage being written (never read; removed on the next run)
     OUT/episodes/<video_id>.h5             the episode (the episode stage's artifact)
 
-A stage writes into a temporary folder, which is renamed into place, and only then is the marker
-written (itself via temp file + rename). A folder without a marker is treated as absent, so killing
-y2r at any moment never leaves a half-written artifact that a later run would trust.
+A stage writes into a temporary folder; its completion marker is the last file written there, and
+one atomic rename publishes folder and marker together. A folder without a marker (which only a
+crash inside ``invalidate`` could leave) is treated as absent, so killing y2r at any moment never
+leaves a half-written artifact that a later run would trust.
 
 Arrays are stored as ``.npy``/``.npz`` so that tool shims, which only have numpy, can read them.
 """
@@ -115,21 +116,29 @@ class ArtifactStore:
             return None
 
     def commit(self, tmp_dir: Path, video_id: str, stage: str, marker: dict) -> Path:
-        """Move a finished temporary folder into place, then write its marker (last)."""
+        """Make a finished temporary folder the stage's artifact, in one atomic rename.
+
+        The completion marker is the last file written into the folder, and the rename publishes
+        folder and marker together, so a stage folder is never visible without its marker.
+        """
         final = self.stage_dir(video_id, stage)
-        self.invalidate(video_id, stage)
+        tmp_dir = Path(tmp_dir)
         if stage == "episode":
-            # The episode file is published at OUT/episodes/<id>.h5; its folder keeps the marker.
-            src = Path(tmp_dir) / "episode.h5"
+            # The episode file is published at OUT/episodes/<id>.h5 (complete before its rename);
+            # its stage folder keeps the marker.
+            src = tmp_dir / "episode.h5"
             if src.exists():
                 self.episodes.mkdir(parents=True, exist_ok=True)
                 dst = self.episode_path(video_id)
+                with open(src, "rb") as f:
+                    os.fsync(f.fileno())
                 os.replace(src, dst)
                 fsync_dir(self.episodes)
                 marker = {**marker, "episode_path": str(dst.relative_to(self.root))}
+        write_json_atomic(tmp_dir / MARKER, {**marker, "committed_utc": time.time()})
+        self.invalidate(video_id, stage)
         os.rename(tmp_dir, final)
         fsync_dir(final.parent)
-        write_json_atomic(final / MARKER, {**marker, "committed_utc": time.time()})
         return final
 
     def invalidate(self, video_id: str, stage: str) -> None:

@@ -38,6 +38,7 @@ class LocalTransport:
         self._lock = threading.Lock()
         self._closed = False
         self._starting: list[threading.Thread] = []
+        self._stopping: dict[str, WorkerProcess] = {}  # being stopped politely; shutdown kills them
 
     def _env(self, gpu: int | None) -> dict[str, str]:
         t = str(self.threads)
@@ -108,10 +109,14 @@ class LocalTransport:
         with self._lock:
             w = self.workers.pop(worker_id, None)
             self.gpu_of.pop(worker_id, None)
+            if w is not None:
+                self._stopping[worker_id] = w
 
         def go() -> None:
             if w is not None:
                 w.stop()
+            with self._lock:
+                self._stopping.pop(worker_id, None)
             post(WorkerStopped(worker_id))
 
         threading.Thread(target=go, daemon=True, name=f"stop-{worker_id}").start()
@@ -137,7 +142,7 @@ class LocalTransport:
     def shutdown(self) -> None:
         self._closed = True
         with self._lock:
-            workers = list(self.workers.values())
+            workers = list(self.workers.values()) + list(self._stopping.values())
             self.workers.clear()
         threads = [threading.Thread(target=w.kill, kwargs={"grace_s": 2.0}, daemon=True) for w in workers]
         for t in threads:
