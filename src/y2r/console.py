@@ -12,7 +12,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: one-line messages stay one line in logs and pipes (no hard wrapping at 80 columns).
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RunDisplay:
