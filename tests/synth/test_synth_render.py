@@ -267,3 +267,18 @@ def test_adaptive_supersampling_matches_full_supersampling(supersample):
     assert np.mean(diff > 2) < 0.005
     # ... while supersampling itself changes many pixels (edges are anti-aliased).
     assert np.mean(np.abs(full.rgb.astype(int) - one.rgb) > 2) > 0.1
+
+
+def test_bad_scenes_are_usage_errors():
+    from y2r.errors import UsageError
+    from y2r.synth import Sweep
+
+    with pytest.raises(UsageError, match="unknown synthetic scene"):
+        render("nope")
+    outside = dataclasses.replace(SCENES["pan"], camera=Sweep((0, -3, 1), (0, -3, 1), (0, 2, 0), (0, 2, 0)))
+    with pytest.raises(UsageError, match="leaves the room"):
+        render(outside, width=32, height=24, num_frames=2)
+    in_cube = dataclasses.replace(SCENES["pan"], camera=Sweep((-0.05, 2.15, 0.1), (-0.05, 2.15, 0.1),
+                                                              (0, 3, 0), (0, 3, 0)))
+    with pytest.raises(UsageError, match="inside box"):
+        render(in_cube, width=32, height=24, num_frames=2)

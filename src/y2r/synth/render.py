@@ -8,6 +8,7 @@ rounding to ``depth_quantum``).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,12 +27,20 @@ FACES = ("+x", "-x", "+y", "-y", "+z", "-z")
 _VISIBLE_REL_TOL = 1e-9
 
 
+# Hue of each material relative to the seed's base hue: surfaces that meet (floor and walls, cubes
+# and floor) get clearly different hues, so corners and silhouettes have colour contrast too.
+_HUE_OFFSET = {"floor": 0.0, "back_wall": 0.3, "left_wall": 0.62, "right_wall": 0.8, "front_wall": 0.15,
+               "occluder": 0.4}
+_CUBE_HUE_OFFSET, _CUBE_HUE_STEP = 0.5, 0.13
+_MAX_SURFACES = 127  # track_surface is int8
+
+
 @dataclass(frozen=True)
 class _Box:
     half: np.ndarray  # (3,)
     motion: Slide
     first_id: int
-    material: int
+    material: str
     is_cube: bool
 
     def room_T_box(self, t: np.ndarray) -> np.ndarray:
@@ -45,36 +54,41 @@ class _Scene:
         if not spec.cubes:
             raise UsageError(f"scene {spec.name!r} has no cube; the ground truth needs at least one")
         self.spec = spec
-        rng = np.random.default_rng([int(seed), 0x5EED])
-        room_style = spec.room.texture
-        self.materials: list[Material] = [make_material(rng, style=room_style) for _ in range(5)]
+        self.seed = int(seed)
+        self._base_hue = float(np.random.default_rng([self.seed, 0]).random())
+        self._materials: dict[str, Material] = {}
+        self._material_style: dict[str, tuple[str, float]] = {}
         names = ["floor", "back_wall", "left_wall", "right_wall"]
-        material = [0, 1, 2, 3]
+        material = list(names)
         owner = [-1, -1, -1, -1]
+        for m in names + ["front_wall"]:
+            self._material_style[m] = (spec.room.texture, 1.0)
         self.boxes: list[_Box] = []
         for k, cube in enumerate(spec.cubes):
-            self.materials.append(make_material(rng, style=cube.texture, scale=0.3))
+            key = f"cube{k}"
+            self._material_style[key] = (cube.texture, 0.3)
             prefix = "cube" if k == 0 else f"cube{k}"
-            self.boxes.append(_Box(np.full(3, cube.size / 2), cube.motion, len(names), len(self.materials) - 1,
-                                   True))
+            self.boxes.append(_Box(np.full(3, cube.size / 2), cube.motion, len(names), key, True))
             names += [f"{prefix}_{f}" for f in FACES]
-            material += [len(self.materials) - 1] * 6
+            material += [key] * 6
             owner += [k] * 6
         self.front_id = len(names)
         names.append("front_wall")
-        material.append(4)
+        material.append("front_wall")
         owner.append(-1)
         self.occluder_box: int | None = None
         if spec.occluder is not None:
-            self.materials.append(make_material(rng, style=spec.occluder.texture, scale=0.3))
+            self._material_style["occluder"] = (spec.occluder.texture, 0.3)
             self.occluder_box = len(self.boxes)
             self.boxes.append(_Box(np.asarray(spec.occluder.size, dtype=np.float64) / 2, spec.occluder.motion,
-                                   len(names), len(self.materials) - 1, False))
+                                   len(names), "occluder", False))
             names += [f"occluder_{f}" for f in FACES]
-            material += [len(self.materials) - 1] * 6
+            material += ["occluder"] * 6
             owner += [self.occluder_box] * 6
+        if len(names) > _MAX_SURFACES:
+            raise UsageError(f"scene {spec.name!r} has {len(names)} surfaces; at most {_MAX_SURFACES}")
         self.names = np.array(names)
-        self.surface_material = np.array(material)
+        self.surface_material = material
         self.surface_owner = np.array(owner)
         S = len(names)
         self.is_moving_surface = np.zeros(S, dtype=bool)
@@ -92,6 +106,24 @@ class _Scene:
         self.light = light / np.linalg.norm(light)
         self.room_normals = {FLOOR: (0, 0, 1), BACK: (0, -1, 0), LEFT: (1, 0, 0), RIGHT: (-1, 0, 0),
                              self.front_id: (0, 1, 0)}
+
+    def material(self, key: str) -> Material:
+        """The material called ``key``, made on first use.
+
+        Each material has its own random stream (seed, name), so a material does not change when
+        other objects are added to a scene, and unseen surfaces cost nothing.
+        """
+        mat = self._materials.get(key)
+        if mat is None:
+            style, scale = self._material_style[key]
+            rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+            if key.startswith("cube"):
+                offset = _CUBE_HUE_OFFSET + _CUBE_HUE_STEP * int(key[4:])
+            else:
+                offset = _HUE_OFFSET[key]
+            hue = self._base_hue + offset + float(rng.uniform(-0.04, 0.04))
+            mat = self._materials[key] = make_material(rng, style=style, scale=scale, hue=hue)
+        return mat
 
     # --------------------------------------------------------------------------------- poses
     def room_T_boxes(self, t: np.ndarray) -> np.ndarray:
@@ -131,7 +163,7 @@ class _Scene:
             rows = order[start:start + c]
             start += c
             a, b = self._surface_coords(sid, room, boxes, x[rows], y[rows], hits.depth[rows])
-            mat = self.materials[self.surface_material[sid]]
+            mat = self.material(self.surface_material[sid])
             out[rows] = mat.albedo(a, b) * shade[sid]
         return out
 
@@ -253,6 +285,7 @@ def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_f
     c2w = world_T_room @ room_T_cam
     c2w[0] = np.eye(4)
     room_T_boxes = ctx.room_T_boxes(times)  # (T,B,4,4)
+    _check_cameras_inside(ctx, spec, room_T_cam, room_T_boxes)
     boxes_to_world = world_T_room @ room_T_boxes
     room_T_world = room_T_cam0
 
@@ -315,6 +348,24 @@ def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_f
     )
 
 
+def _check_cameras_inside(ctx: _Scene, spec: SceneSpec, room_T_cam: np.ndarray, room_T_boxes: np.ndarray) -> None:
+    """The ray caster assumes every camera is inside the room and outside every box."""
+    eye = room_T_cam[:, :3, 3]
+    r = spec.room
+    inside = ((np.abs(eye[:, 0]) < r.x_half) & (eye[:, 1] > r.y_front) & (eye[:, 1] < r.y_back)
+              & (eye[:, 2] > 0))
+    if not inside.all():
+        t = int(np.flatnonzero(~inside)[0])
+        raise UsageError(f"scene {spec.name!r}: the camera leaves the room at frame {t} (room xyz {eye[t]})")
+    for k, box in enumerate(ctx.boxes):
+        local = np.einsum("tij,tj->ti", invert_se3(room_T_boxes[:, k])[:, :3, :3], eye) \
+            + invert_se3(room_T_boxes[:, k])[:, :3, 3]
+        inside_box = np.all(np.abs(local) <= box.half, axis=1)
+        if inside_box.any():
+            raise UsageError(f"scene {spec.name!r}: the camera is inside box {k} at frame "
+                             f"{int(np.flatnonzero(inside_box)[0])}")
+
+
 def _tracks(ctx: _Scene, spec: SceneSpec, K: np.ndarray, W: int, H: int, c2w: np.ndarray,
             boxes_to_world: np.ndarray, geoms: list, surf0: np.ndarray, n_tracks: int,
             seed: int) -> dict[str, np.ndarray]:
@@ -323,23 +374,21 @@ def _tracks(ctx: _Scene, spec: SceneSpec, K: np.ndarray, W: int, H: int, c2w: np
     moving_px = np.flatnonzero(ctx.is_moving_surface[surf0])
     static_px = np.flatnonzero(ctx.is_static_surface[surf0])
     n_moving = min(int(round(n_tracks * spec.moving_fraction)), moving_px.size)
-    uv_list, want_moving = [], []
-    for pool, n, moving in ((moving_px, n_moving, True), (static_px, n_tracks - n_moving, False)):
-        # Twice as many candidates as needed: a sub-pixel jitter can land on another surface.
-        pick = rng.choice(pool, size=min(pool.size, 2 * n), replace=False) if n > 0 else np.zeros(0, int)
-        uv = np.stack([pick % W, pick // W], axis=-1) + rng.uniform(-0.5, 0.5, size=(pick.size, 2))
-        uv_list.append(np.clip(uv, 0.0, [W - 1, H - 1]))
-        want_moving.append(np.full(pick.size, moving))
-    uv0 = np.concatenate(uv_list)
-    wanted = np.concatenate(want_moving)
+    # Candidates at random sub-pixel positions, twice as many as needed: the jitter can move a
+    # sample onto another surface, and static points top up when the moving cube is too small.
+    picks = [rng.choice(moving_px, size=min(moving_px.size, 2 * n_moving), replace=False),
+             rng.choice(static_px, size=min(static_px.size, 2 * n_tracks), replace=False)]
+    pix = np.concatenate(picks)
+    uv0 = np.stack([pix % W, pix // W], axis=-1) + rng.uniform(-0.5, 0.5, size=(pix.size, 2))
+    uv0 = np.clip(uv0, 0.0, [W - 1, H - 1])
     x0 = (uv0[:, 0] - K[0, 2]) / K[0, 0]
     y0 = (uv0[:, 1] - K[1, 2]) / K[1, 1]
     hits = cast(*geoms[0], x0, y0)
-    ok_class = np.where(wanted, ctx.is_moving_surface[hits.surface], ctx.is_static_surface[hits.surface])
-    keep = []
-    for moving, n in ((True, n_moving), (False, n_tracks - n_moving)):
-        keep.extend(np.flatnonzero(ok_class & (wanted == moving))[:n].tolist())
-    keep = np.array(sorted(keep, key=lambda j: (not wanted[j], j)), dtype=int)
+    from_moving = np.arange(pix.size) < picks[0].size
+    keep_moving = np.flatnonzero(from_moving & ctx.is_moving_surface[hits.surface])[:n_moving]
+    keep_static = np.flatnonzero(~from_moving & ctx.is_static_surface[hits.surface])
+    keep = np.concatenate([keep_moving, keep_static[:n_tracks - keep_moving.size]])
+    keep = keep[rng.permutation(keep.size)]  # interleave moving and static points
     X0 = hits.depth[keep, None] * np.stack([x0[keep], y0[keep], np.ones(keep.size)], -1)  # camera 0 = world
     surface = hits.surface[keep]
     owner = ctx.surface_owner[surface]
