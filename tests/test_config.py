@@ -87,3 +87,11 @@ def test_section_hash_changes_only_with_that_section():
     a, b = Config(), load_config(None, ["tracks.grid_size=8"])
     assert a.section_hash("camera") == b.section_hash("camera")
     assert a.section_hash("tracks") != b.section_hash("tracks")
+
+
+def test_docs_configuration_is_current():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    assert INIT_HEADER + "\n" + commented_yaml() in doc, (
+        "docs/configuration.md is stale: paste the output of `y2r init` into its yaml block")
