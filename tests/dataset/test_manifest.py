@@ -52,3 +52,11 @@ def test_failed_video_with_a_stale_episode(out_root):
 
 def test_columns_cover_every_quality_flag():
     assert set(QUALITY_FLAGS) <= set(COLUMNS)
+
+
+def test_several_failures_of_one_video_are_kept(tmp_path):
+    write_manifest(tmp_path, [{"video_id": "v", "stage": "tracks", "kind": "oom", "message": "CUDA OOM"},
+                              {"video_id": "v", "stage": "hands", "kind": "crash", "message": "segfault"}])
+    (row,) = read_manifest(tmp_path)
+    assert (row["failed_stage"], row["error_kind"], row["error"]) == ("tracks; hands", "oom; crash",
+                                                                      "CUDA OOM; segfault")

@@ -89,13 +89,21 @@ def build_manifest(out_root: str | Path, failed: list[dict] | None = None) -> li
         for p in find_episode_files(folder):
             r = episode_row(p, root)
             rows[r["id"]] = r
+    failed_ids: set[str] = set()
     for entry in failed or []:
         fr = failed_row(entry)
-        if fr["id"] in rows:
-            merged = rows[fr["id"]]
-            merged.update({k: v for k, v in fr.items() if v is not None})
+        key = fr["id"]
+        if key in failed_ids:  # several stages of one video failed: keep every reason
+            r = rows[key]
+            for col in ("failed_stage", "error_kind", "error"):
+                if fr[col] and fr[col] != r.get(col):
+                    r[col] = f"{r[col]}; {fr[col]}" if r.get(col) else fr[col]
+            continue
+        failed_ids.add(key)
+        if key in rows:
+            rows[key].update({k: v for k, v in fr.items() if v is not None})
         else:
-            rows[fr["id"]] = fr
+            rows[key] = fr
     return [rows[k] for k in sorted(rows)]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from y2r.artifacts import MARKER, EpisodeArtifact, read_json
 from y2r.dataset.episode_writer import write_episode
+from y2r.dataset.schema import SCHEMA_VERSION
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources
 
 UPSTREAM = ("ingest", "camera", "tracks", "hands")
@@ -21,7 +22,9 @@ UPSTREAM = ("ingest", "camera", "tracks", "hands")
 class EpisodeBackend(Backend):
     stage = "episode"
     name = "builtin"
-    version = "1"
+    # The stage fingerprint includes this version: a new schema version re-writes existing episodes
+    # on the next `y2r run` (upstream stages are reused).
+    version = str(SCHEMA_VERSION)
     # The writer streams rgb/depth a few frames at a time (artifacts are memory-mapped), so memory
     # is a small base plus the compressor's per-chunk buffers, nearly independent of length.
     resources = Resources(cpus=1.0, host_memory=MemoryProfile(base_mb=300.0, mb_per_mpix_frame=1.0))

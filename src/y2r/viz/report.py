@@ -312,8 +312,10 @@ def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]
                    for s, b in backends.items() if isinstance(b, dict) and s != "episode")
     links = [f'<a href="{html.escape(str(row["path"]))}">episode file</a>']
     video = ""
-    ov = overlay_path(root, row["id"])
-    if ov.exists():
+    # `y2r overlay` writes next to the episode by default; the pipeline's place is OUT/viz/.
+    candidates = [overlay_path(root, row["id"]), (root / str(row["path"])).with_suffix(".overlay.mp4")]
+    ov = next((c for c in candidates if c.exists()), None)
+    if ov is not None:
         rel = html.escape(str(ov.relative_to(root)))
         links.append(f'<a href="{rel}">overlay video</a>')
         video = (f'<div><b>overlay</b><br><video src="{rel}" controls muted loop preload="metadata" '
