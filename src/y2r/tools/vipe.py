@@ -442,7 +442,7 @@ def match_frames(result: ViPEResult, meta: VideoMeta, frame_index: np.ndarray, p
                                    "not an integer frame skip, cannot match frames")
     src = np.asarray(frame_index, np.int64)
     if np.any(src % skip):
-        raise InputError(path, f"ViPE processed every {skip}th source frame but y2r keeps source frames "
+        raise InputError(path, f"ViPE processed one source frame in {skip} but y2r keeps source frames "
                                f"{src[src % skip != 0][:5].tolist()}...; set ingest.fps so that they coincide")
     idx = src // skip
     if idx.max() >= n:

@@ -92,7 +92,7 @@ class WiLoRHands(Backend):
         spec = launch_spec("wilor", env, "wilor_shim.py", root_required=True)
         self.paths = paths
         self.session = ToolSession(spec, worker_log_path(ctx, "wilor"), {
-            "checkpoint": str(paths["wilor"]), "model_config": str(paths["model_config"]),
+            "root": str(root), "checkpoint": str(paths["wilor"]), "model_config": str(paths["model_config"]),
             "detector": str(paths["detector"]), "device": ctx.device if ctx.device != "cpu" else None})
         self.session.ensure()
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -66,11 +67,16 @@ class WiLoRHandler(y2r_shim.Handler):
 
     def load(self, params: dict) -> dict:
         t0 = time.perf_counter()
+        # demo.py runs from the checkout: its folder is on sys.path (the wilor package is not installed).
+        root = Path(params.get("root") or os.getcwd()).resolve()
+        if not (root / "wilor").is_dir():
+            raise UserError(f"{root} is not a WiLoR checkout (no wilor/ package); set tools.wilor.root")
+        sys.path.insert(0, str(root))
         paths = {k: Path(params[k]) for k in ("checkpoint", "model_config", "detector")}
         for key, p in paths.items():
             if not p.is_file():
                 raise UserError(f"WiLoR {key} not found: {p}")
-        if not Path("mano_data/MANO_RIGHT.pkl").is_file():
+        if not (Path.cwd() / "mano_data" / "MANO_RIGHT.pkl").is_file():
             raise UserError(f"{Path.cwd()}/mano_data/MANO_RIGHT.pkl is missing: register at mano.is.tue.mpg.de and "
                             "put MANO_RIGHT.pkl there (WiLoR loads MANO from ./mano_data/)")
         import torch  # noqa: PLC0415

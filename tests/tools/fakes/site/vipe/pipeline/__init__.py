@@ -1,0 +1,3 @@
+class Pipeline:
+    def run(self, video_data):
+        raise NotImplementedError
