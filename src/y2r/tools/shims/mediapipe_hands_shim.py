@@ -144,7 +144,8 @@ DEFAULTS = {
     "single_support_presence": 0.97,  # ... and when only one proposal found it
     "proposal_score": 0.3,  # palm-detector threshold of the extra passes (tiles, CLAHE, mirrored)
     "search": "thorough",  # "thorough" | "standard" (no window grid) | "single" (stock-like, one pass)
-    "redetect_every": 10,  # video: run the palm passes at least this often even with all hands tracked
+    "redetect_every": 10,
+    "recover_frames": 5,  # video: search around a lost hand's last place for this many frames  # video: run the palm passes at least this often even with all hands tracked
     "mirrored": False,  # input is a selfie (mirrored) view: MediaPipe's labels are then already anatomical
     "progress_every": 5,
 }
@@ -306,10 +307,15 @@ class HandsEngine:
         # a degenerate prediction (collapsed or exploded skeleton) does not.
         return 0.035 < palm < 0.16 and bones.max() < 0.2
 
-    def palm_proposals(self, image, with_extra: bool) -> list[tuple[Rect, float, str]]:
-        """Regions from the palm detector over several views of the image, in full-image coordinates."""
-        np, cv2 = self.np, self.cv2
+    def palm_proposals(self, image, passes: str) -> list[tuple[Rect, float, str]]:
+        """Regions from the palm detector over several views of the image, in full-image coordinates.
+
+        ``passes``: "single" (full frame), "palm" (+ mirrored), "standard"/"thorough" (+ CLAHE and
+        2x2 overlapping tiles, each also mirrored).
+        """
+        cv2 = self.cv2
         H, W = image.shape[:2]
+        with_extra = passes in ("standard", "thorough")
         views = [("full", image, self.palm_main)]
         if with_extra:
             lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
@@ -322,7 +328,7 @@ class HandsEngine:
                 # 2x2 overlapping tiles of 60% size: a hand gets 1.7x the detector's pixels.
                 tw, th = int(round(0.6 * W)), int(round(0.6 * H))
                 crops += [(x, y, tw, th) for y in (0, H - th) for x in (0, W - tw)]
-            for flip in ((False, True) if with_extra else (False,)):
+            for flip in ((False,) if passes == "single" else (False, True)):
                 src = view[:, ::-1] if flip else view
                 for (x0, y0, tw, th) in crops:
                     g = graph if (tw, th) == (W, H) and not flip else self.palm_low
@@ -380,44 +386,69 @@ class HandsEngine:
         return keep
 
     # ------------------------------------------------------------------ public
-    def detect(self, image, search: str | None = None, exclude: list[Hand] | None = None) -> list[Hand]:
-        """Find new hands in one image (already-tracked hands in ``exclude`` are not searched for)."""
+    def recovery_proposals(self, lost: list[Hand], image_shape) -> list[tuple[Rect, float, str]]:
+        """Windows around where hands were last seen: a hand lost to motion blur or a fast move
+        is usually within a hand's size of its last place, at its last scale and rotation."""
+        H, W = image_shape[:2]
+        out = []
+        for h in lost:
+            x0, y0, x1, y1 = h.box
+            cx, cy, size = 0.5 * (x0 + x1), 0.5 * (y0 + y1), max(x1 - x0, y1 - y0, 16.0)
+            for k in (1.6, 2.4):
+                side = k * size
+                for dy in (-0.3, 0.0, 0.3):
+                    for dx in (-0.3, 0.0, 0.3):
+                        out.append((Rect((cx + dx * size) / W, (cy + dy * size) / H, side / W, side / H,
+                                         h.next_rect.rot), 0.0, "recover"))
+        return out
+
+    def detect(self, image, search: str | None = None, exclude: list[Hand] | None = None,
+               extra: list[tuple[Rect, float, str]] | None = None, min_presence: float | None = None) -> list[Hand]:
+        """Find new hands in one image; hands in ``exclude`` (already tracked) are not searched for.
+
+        ``search``: "single" (the full frame once, like the stock solution), "palm" (full frame and
+        mirrored), "standard" (all palm passes), "thorough" (standard plus the window grid).
+        """
         search = search or self.opt["search"]
         exclude = exclude or []
-        found: list[Hand] = []
-
-        def add(hand: Hand | None, src: str) -> None:
-            if hand is None or not hand.stable or any(_iou(hand.box, e.box) > 0.3 for e in exclude):
-                return
-            hand.sources = {src.split("@")[0]}
-            found.append(hand)
-
-        for rect, _score, src in self.palm_proposals(image, with_extra=search != "single"):
-            add(self.refine(image, rect), src)
+        mirrored = bool(self.opt["mirrored"])
+        if min_presence is None:
+            min_presence = self.opt["min_presence"] if search != "single" else self.opt["min_tracking_confidence"]
+        min_p = float(min_presence)
+        proposals = self.palm_proposals(image, passes=search) if search != "none" else []
         if search == "thorough":
-            min_p = float(self.opt["min_presence"])
-            for rect, _score, src in self.window_proposals(image):
-                first = self._landmarks(image, rect, bool(self.opt["mirrored"]))
-                # Windows rarely hold a hand; a first presence this low never converged in our tests.
-                if first is None or first.presence < 0.08:
-                    continue
-                # A window that already lands on a confirmed hand only adds agreement, no new hand:
-                # count it and save the refinement.
-                known = next((h for h in found if h.presence >= min_p and _iou(h.box, first.box) > 0.5), None)
-                if known is not None and first.presence >= 0.5:
-                    known.support += 1
-                    known.sources.add(src)
-                    continue
-                add(self.refine(image, rect, first=first), src)
+            proposals += self.window_proposals(image)
+        proposals += extra or []
+        found: list[Hand] = []
+        for rect, _score, src in proposals:
+            src = src.split("@")[0]
+            first = self._landmarks(image, rect, mirrored)
+            # A region whose first presence is this low never converged to a hand in our tests
+            # (palm proposals converge from lower values: they are centred on a palm).
+            if first is None or first.presence < (0.08 if src.startswith(("win", "recover")) else 0.01):
+                continue
+            if any(_iou(first.box, e.box) > 0.5 for e in exclude):
+                continue
+            # A region that lands on an already confirmed hand only adds agreement (cross-pass
+            # support); counting it saves the refinement.
+            known = next((h for h in found if h.presence >= min_p and _iou(h.box, first.box) > 0.5), None)
+            if known is not None and first.presence >= 0.5:
+                known.support += 1
+                known.sources.add(src)
+                continue
+            hand = self.refine(image, rect, first=first)
+            if hand is None or not hand.stable or any(_iou(hand.box, e.box) > 0.3 for e in exclude):
+                continue
+            hand.sources = {src}
+            found.append(hand)
         merged = self._nms(found)
         self.last_candidates = merged  # for diagnostics: what the acceptance rules saw
-        min_p = float(self.opt["min_presence"] if search != "single" else self.opt["min_tracking_confidence"])
         single = float(self.opt["single_support_presence"])
         accepted = []
         for h in merged:
             if h.presence < min_p or not self.plausible(h, image.shape):
                 continue
-            if search != "single" and h.support < 2 and h.presence < single:
+            if search not in ("single", "none") and h.support < 2 and h.presence < single:
                 continue
             accepted.append(h)
         return accepted
@@ -430,24 +461,50 @@ class HandsEngine:
         return hands
 
     def track(self, image, previous: list[Hand], frame_no: int) -> list[Hand]:
-        """One video frame: follow the previous frame's hands, re-detect when needed."""
+        """One video frame: follow the previous frame's hands, search for missing ones.
+
+        Cost control: with a hand tracked, the search for another is the cheap "palm" one; with
+        none tracked, all palm passes; in thorough mode, hands lost within ``recover_frames``
+        are searched for around their last place, and the full window grid runs only every
+        ``redetect_every`` frames (so a hand-free video stays cheap).
+        """
+        if frame_no == 0:
+            self._last_seen = []  # (frame, Hand) of hands that disappeared
         tracked = []
         for prev in previous:
             h = self.refine(image, prev.next_rect, iters=0)
-            if h is None or h.presence < float(self.opt["min_tracking_confidence"]):
-                continue
-            if not self.plausible(h, image.shape):
+            if h is None or h.presence < float(self.opt["min_tracking_confidence"]) or not self.plausible(h, image.shape):
+                self._last_seen.append((frame_no - 1, prev))
                 continue
             h.tracked = True
             h.support = prev.support
             tracked.append(h)
         tracked = self._nms(tracked)
         every = int(self.opt["redetect_every"])
-        if len(tracked) < int(self.opt["max_num_hands"]) or (every > 0 and frame_no % every == 0):
-            # In video the thorough window grid is too slow per frame; palm passes + refinement.
-            search = "standard" if self.opt["search"] == "thorough" else self.opt["search"]
-            tracked += self.detect(image, search=search, exclude=tracked)
-        return self.finish(image, tracked)
+        periodic = every > 0 and frame_no % every == 0
+        mode = self.opt["search"]
+        if len(tracked) < int(self.opt["max_num_hands"]) or periodic:
+            if mode == "single":
+                found = self.detect(image, "single", exclude=tracked)
+            elif tracked:
+                found = self.detect(image, "standard" if periodic else "palm", exclude=tracked)
+            else:
+                found = self.detect(image, "standard")
+                if not found and mode == "thorough":
+                    recent = [h for f, h in self._last_seen if frame_no - f <= int(self.opt["recover_frames"])]
+                    if recent:
+                        # Re-acquiring a hand that was here a moment ago is tracking, not a new
+                        # detection: the tracking threshold applies.
+                        found = self.detect(image, "none", extra=self.recovery_proposals(recent, image.shape),
+                                            min_presence=float(self.opt["min_tracking_confidence"]))
+                    if not found and periodic:
+                        found = self.detect(image, "none", extra=self.window_proposals(image))
+            tracked += found
+        hands = self.finish(image, tracked)
+        self._last_seen = [(f, h) for f, h in self._last_seen
+                           if frame_no - f <= int(self.opt["recover_frames"])
+                           and not any(_iou(h.box, k.box) > 0.2 for k in hands)]
+        return hands
 
 
 class MediaPipeHandsHandler(y2r_shim.Handler):
