@@ -58,10 +58,14 @@ def test_writer_enforces_nan_and_mask_conventions(tmp_path):
     hands.right.joints_cam[4, 7] = np.nan  # a valid frame with a hole
     camera.quality = {"degenerate": "pure_rotation"}
     p = tmp_path / "e.h5"
-    summary = write_episode(p, ingest, camera, tracks, hands, config_yaml="episode: {compression: gzip}\n",
-                            backends={})
-    assert summary["corrections"] == {"depth_invalidated_px": 2, "tracks_visible_demoted": 1,
-                                      "hands_right_invalidated": 1}
+    summary = write_episode(
+        p, ingest, camera, tracks, hands, config_yaml="episode: {compression: gzip}\n", backends={}
+    )
+    assert summary["corrections"] == {
+        "depth_invalidated_px": 2,
+        "tracks_visible_demoted": 1,
+        "hands_right_invalidated": 1,
+    }
     with h5py.File(p) as f:
         assert not f["depth/valid"][0, 10, 10] and f["depth/depth"][0, 10, 10] == 0
         assert not f["depth/valid"][0, 11, 11] and f["depth/depth"][0, 11, 11] == 0
@@ -78,12 +82,24 @@ def test_parts_left_out(tmp_path):
     ingest, camera, tracks, hands = sample_artifacts(T=6)
     tracks.source = "none"
     p = tmp_path / "e.h5"
-    s = write_episode(p, ingest, camera, tracks, None, config_yaml="episode: {compression: lzf}\n", backends={},
-                      compression="lzf", store_rgb=False, store_depth=False)
+    s = write_episode(
+        p,
+        ingest,
+        camera,
+        tracks,
+        None,
+        config_yaml="episode: {compression: lzf}\n",
+        backends={},
+        compression="lzf",
+        store_rgb=False,
+        store_depth=False,
+    )
     assert s["parts"] == ["time", "camera"]
     with h5py.File(p) as f:
         assert set(f) == {"time", "camera"}
-        assert np.isnan(f.attrs["quality.tracks_visible_frac"]) and np.isnan(f.attrs["quality.hands_left_frac"])
+        assert np.isnan(f.attrs["quality.tracks_visible_frac"]) and np.isnan(
+            f.attrs["quality.hands_left_frac"]
+        )
         # depth validity is still measured when depth is not stored
         assert f.attrs["quality.depth_valid_frac"] == pytest.approx(camera.depth_valid.mean())
     assert validate_episode(p) == []

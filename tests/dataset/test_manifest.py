@@ -12,8 +12,15 @@ from y2r.dataset.schema import QUALITY_FLAGS
 
 def test_manifest_rows(out_root):
     (out_root / "episodes" / "broken.h5").write_bytes(b"junk")
-    failed = [{"video_id": "bad_video", "source_path": "/in/bad_video.mp4", "stage": "ingest", "kind": "bad_input",
-               "error": "no decodable frames\n(truncated file)"}]
+    failed = [
+        {
+            "video_id": "bad_video",
+            "source_path": "/in/bad_video.mp4",
+            "stage": "ingest",
+            "kind": "bad_input",
+            "error": "no decodable frames\n(truncated file)",
+        }
+    ]
     path = write_manifest(out_root, failed)
     assert path == out_root / "manifest.csv"
     rows = read_manifest(out_root)
@@ -45,7 +52,9 @@ def test_manifest_rows(out_root):
 
 
 def test_failed_video_with_a_stale_episode(out_root):
-    write_manifest(out_root, [{"id": "clip0", "stage": "camera", "kind": "oom", "message": "CUDA out of memory"}])
+    write_manifest(
+        out_root, [{"id": "clip0", "stage": "camera", "kind": "oom", "message": "CUDA out of memory"}]
+    )
     (row,) = [r for r in read_manifest(out_root) if r["id"] == "clip0"]
     assert row["status"] == "failed" and row["frames"] == 8 and row["error"] == "CUDA out of memory"
 
@@ -55,8 +64,16 @@ def test_columns_cover_every_quality_flag():
 
 
 def test_several_failures_of_one_video_are_kept(tmp_path):
-    write_manifest(tmp_path, [{"video_id": "v", "stage": "tracks", "kind": "oom", "message": "CUDA OOM"},
-                              {"video_id": "v", "stage": "hands", "kind": "crash", "message": "segfault"}])
+    write_manifest(
+        tmp_path,
+        [
+            {"video_id": "v", "stage": "tracks", "kind": "oom", "message": "CUDA OOM"},
+            {"video_id": "v", "stage": "hands", "kind": "crash", "message": "segfault"},
+        ],
+    )
     (row,) = read_manifest(tmp_path)
-    assert (row["failed_stage"], row["error_kind"], row["error"]) == ("tracks; hands", "oom; crash",
-                                                                      "CUDA OOM; segfault")
+    assert (row["failed_stage"], row["error_kind"], row["error"]) == (
+        "tracks; hands",
+        "oom; crash",
+        "CUDA OOM; segfault",
+    )

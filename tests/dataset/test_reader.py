@@ -24,8 +24,9 @@ def test_episode_accessors_match_artifacts(tmp_path):
         d = ep.depth(slice(0, 2), invalid=np.nan)
         assert d.dtype == np.float32 and np.isnan(d[:, 0, 0]).all()
         np.testing.assert_allclose(d[:, 10:, 10:], camera.depth[:2, 10:, 10:], rtol=1e-3)
-        np.testing.assert_allclose(ep.cam_T_world() @ ep.world_T_cam(), np.broadcast_to(np.eye(4), (8, 4, 4)),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            ep.cam_T_world() @ ep.world_T_cam(), np.broadcast_to(np.eye(4), (8, 4, 4)), atol=1e-5
+        )
         tr = ep.tracks()
         np.testing.assert_array_equal(tr.visible, tracks.visible)
         assert tr.query.shape == (5, 3)
@@ -60,8 +61,9 @@ def test_reader_refuses_other_versions(episode):
 
 def test_dataset_windows(out_root):
     # episodes of 8, 11 and 6 frames; window 4, stride 3 -> 2 + 3 + 1 windows
-    ds = EpisodeDataset(out_root, window=4, stride=3, keys=["rgb", "tracks/xyz_world", "tracks/query",
-                                                            "hands/right/valid"])
+    ds = EpisodeDataset(
+        out_root, window=4, stride=3, keys=["rgb", "tracks/xyz_world", "tracks/query", "hands/right/valid"]
+    )
     assert len(ds) == 6
     got = [(ds[i]["episode_id"], ds[i]["start"]) for i in range(len(ds))]
     assert got == [("clip0", 0), ("clip0", 3), ("clip1", 0), ("clip1", 3), ("clip1", 6), ("clip2", 0)]
@@ -74,7 +76,10 @@ def test_dataset_windows(out_root):
     with pytest.raises(IndexError):
         ds[6]
     # a window longer than an episode skips it
-    assert [ds2["episode_id"] for ds2 in EpisodeDataset(out_root, window=7, keys=["rgb"])] == ["clip0", "clip1"]
+    assert [ds2["episode_id"] for ds2 in EpisodeDataset(out_root, window=7, keys=["rgb"])] == [
+        "clip0",
+        "clip1",
+    ]
 
 
 def test_dataset_requires_keys_everywhere(out_root, tmp_path):

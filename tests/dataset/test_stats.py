@@ -10,8 +10,13 @@ from y2r.dataset.stats import QUANTILES, RunningStats, quantile_key, write_stats
 
 
 def _numpy_reference(values: np.ndarray) -> dict:
-    return {"count": len(values), "mean": values.mean(0), "std": values.std(0), "min": values.min(0),
-            "max": values.max(0)}
+    return {
+        "count": len(values),
+        "mean": values.mean(0),
+        "std": values.std(0),
+        "min": values.min(0),
+        "max": values.max(0),
+    }
 
 
 def test_stats_json_matches_numpy(out_root):
@@ -27,8 +32,11 @@ def test_stats_json_matches_numpy(out_root):
             xyz.append(tr.xyz_world[tr.visible].astype(np.float64))
             h = ep.hand("left")
             joints.append(h.joints_cam[h.valid].reshape(-1, 3).astype(np.float64))
-    for key, vals in (("depth/depth", np.concatenate(depth)[:, None]), ("tracks/xyz_world", np.concatenate(xyz)),
-                      ("hands/left/joints_cam", np.concatenate(joints))):
+    for key, vals in (
+        ("depth/depth", np.concatenate(depth)[:, None]),
+        ("tracks/xyz_world", np.concatenate(xyz)),
+        ("hands/left/joints_cam", np.concatenate(joints)),
+    ):
         got = doc["keys"][key]
         ref = _numpy_reference(vals)
         assert got["count"] == [ref["count"]] * vals.shape[1]

@@ -13,8 +13,6 @@ import pytest
 from y2r.dataset.validate import validate_episode, validate_path
 from y2r.errors import UsageError
 
-from episode_samples import write_sample
-
 
 def corrupt(src: Path, tmp: Path, edit: Callable[[h5py.File], None]) -> Path:
     dst = tmp / f"corrupt-{edit.__name__}.h5"
@@ -209,8 +207,9 @@ def test_version_mismatch_stops_with_advice(episode, tmp_path):
         f.attrs["schema_version"] = np.int64(2)
 
     bad = corrupt(episode, tmp_path, newer)
-    assert problems(bad) == [f"{bad}: /: episode schema v2 is newer than this y2r reads (v1); "
-                             "upgrade y2r (pip install -U y2r)"]
+    assert problems(bad) == [
+        f"{bad}: /: episode schema v2 is newer than this y2r reads (v1); upgrade y2r (pip install -U y2r)"
+    ]
 
 
 def test_not_hdf5(tmp_path):

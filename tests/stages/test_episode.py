@@ -16,7 +16,9 @@ from y2r.stages.base import Job, WorkerContext, backend_class
 
 def test_episode_stage_end_to_end(tmp_path):
     store = ArtifactStore(tmp_path / "OUT")
-    arts = dict(zip(("ingest", "camera", "tracks", "hands"), sample_artifacts(T=7, video_id="vid"), strict=True))
+    arts = dict(
+        zip(("ingest", "camera", "tracks", "hands"), sample_artifacts(T=7, video_id="vid"), strict=True)
+    )
     inputs = {}
     for stage, art in arts.items():
         d = store.stage_dir("vid", stage)
@@ -24,8 +26,14 @@ def test_episode_stage_end_to_end(tmp_path):
         art.save(d)
         inputs[stage] = d
     # camera and hands have completion markers (as the pipeline writes them); the others do not
-    write_json_atomic(inputs["camera"] / MARKER, {"backend": "vipe", "backend_version": "1.1.0",
-                                                  "describe": {"backend": "vipe", "pipeline": "default"}})
+    write_json_atomic(
+        inputs["camera"] / MARKER,
+        {
+            "backend": "vipe",
+            "backend_version": "1.1.0",
+            "describe": {"backend": "vipe", "pipeline": "default"},
+        },
+    )
     write_json_atomic(inputs["hands"] / MARKER, {"backend": "wilor", "backend_version": "2"})
     config = Config()
     config.episode.compression = "lzf"
@@ -33,8 +41,16 @@ def test_episode_stage_end_to_end(tmp_path):
     backend = cls(config, WorkerContext())
     out = store.new_tmp_dir("vid", "episode")
     seen = []
-    job = Job(video_id="vid", stage="episode", meta=arts["ingest"].meta, source_path=tmp_path / "vid.mp4",
-              inputs=inputs, out_dir=out, log_path=tmp_path / "log.txt", progress=lambda d, t: seen.append((d, t)))
+    job = Job(
+        video_id="vid",
+        stage="episode",
+        meta=arts["ingest"].meta,
+        source_path=tmp_path / "vid.mp4",
+        inputs=inputs,
+        out_dir=out,
+        log_path=tmp_path / "log.txt",
+        progress=lambda d, t: seen.append((d, t)),
+    )
     art = backend.process(job)
     assert art.path == out / "episode.h5" and art.path.exists()
     assert art.summary["num_frames"] == 7 and art.summary["parts"][-1] == "hands"

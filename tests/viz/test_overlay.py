@@ -59,7 +59,7 @@ def test_marks_are_where_the_data_says(room):
     for n in occluded:  # occluded: a ring of the track's colour; its centre shows the frame
         y, x = _canvas_px(tracks_only, tr.uv[t, n])
         np.testing.assert_array_equal(marks[y, x], base[y, x])
-        ring = marks[y - 6:y + 7, x - 6:x + 7].reshape(-1, 3).astype(int)
+        ring = marks[y - 6 : y + 7, x - 6 : x + 7].reshape(-1, 3).astype(int)
         assert (np.abs(ring - colours[n]).max(1) <= 2).any()
     assert right.valid[t]
     kp = right.keypoints_2d[t]
@@ -79,7 +79,9 @@ def test_episode_without_rgb_or_tracks_still_renders(tmp_path):
     ingest, camera, tracks, hands = sample_artifacts(T=4, W=62, H=46)
     tracks.source = "none"
     p = tmp_path / "bare.h5"
-    write_episode(p, ingest, camera, tracks, hands, config_yaml=Config().to_yaml(), backends={}, store_rgb=False)
+    write_episode(
+        p, ingest, camera, tracks, hands, config_yaml=Config().to_yaml(), backends={}, store_rgb=False
+    )
     out = render_overlay(p, tmp_path / "bare.mp4")
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]

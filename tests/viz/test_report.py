@@ -32,8 +32,18 @@ def out_root(tmp_path):
 
 
 def test_report_shows_every_video(out_root):
-    write_manifest(out_root, [{"video_id": "broken_video", "source_path": "/in/broken_video.mp4", "stage": "ingest",
-                               "kind": "bad_input", "error": "moov atom not found <truncated>"}])
+    write_manifest(
+        out_root,
+        [
+            {
+                "video_id": "broken_video",
+                "source_path": "/in/broken_video.mp4",
+                "stage": "ingest",
+                "kind": "bad_input",
+                "error": "moov atom not found <truncated>",
+            }
+        ],
+    )
     write_stats(out_root)
     overlay_path(out_root, "room_orbit").parent.mkdir()
     overlay_path(out_root, "room_orbit").write_bytes(b"")
@@ -85,8 +95,24 @@ def test_trajectory_top_view_geometry():
 
 def test_quality_issues():
     assert quality_issues({"status": "ok", "metric_scale": True, "depth_valid_frac": 0.9}) == []
-    levels = dict((t, lv) for lv, t in quality_issues(
-        {"status": "ok", "camera_degenerate": "pure_rotation", "metric_scale": False, "depth_valid_frac": 0.2,
-         "tracks_visible_frac": 0.1, "hands_left_frac": 0.0, "hands_right_frac": 0.05}))
-    assert levels == {"camera: pure_rotation": "bad", "relative scale": "warn", "depth valid 20%": "warn",
-                      "tracks visible 10%": "warn", "hands in 5% of frames": "warn"}
+    levels = dict(
+        (t, lv)
+        for lv, t in quality_issues(
+            {
+                "status": "ok",
+                "camera_degenerate": "pure_rotation",
+                "metric_scale": False,
+                "depth_valid_frac": 0.2,
+                "tracks_visible_frac": 0.1,
+                "hands_left_frac": 0.0,
+                "hands_right_frac": 0.05,
+            }
+        )
+    )
+    assert levels == {
+        "camera: pure_rotation": "bad",
+        "relative scale": "warn",
+        "depth valid 20%": "warn",
+        "tracks visible 10%": "warn",
+        "hands in 5% of frames": "warn",
+    }

@@ -126,7 +126,9 @@ def write_episode(
         if store_depth:
             g = f.create_group("depth")
             shuffle = {"shuffle": True} if filters else {}
-            dd = g.create_dataset("depth", shape=(T, H, W), dtype=np.float16, chunks=(1, H, W), **filters, **shuffle)
+            dd = g.create_dataset(
+                "depth", shape=(T, H, W), dtype=np.float16, chunks=(1, H, W), **filters, **shuffle
+            )
             dv = g.create_dataset("valid", shape=(T, H, W), dtype=bool, chunks=(1, H, W), **filters)
         for a in range(0, T, _BLOCK_FRAMES):
             b = min(T, a + _BLOCK_FRAMES)
@@ -196,8 +198,13 @@ def write_episode(
         for k in ("depth_valid_frac", "tracks_visible_frac", "hands_left_frac", "hands_right_frac"):
             attrs[f"quality.{k}"] = np.float64(flags[k])
 
-    parts = ["time", "camera"] + (["rgb"] if store_rgb else []) + (["depth"] if store_depth else []) + (
-        ["tracks"] if has_tracks else []) + (["hands"] if has_hands else [])
+    parts = (
+        ["time", "camera"]
+        + (["rgb"] if store_rgb else [])
+        + (["depth"] if store_depth else [])
+        + (["tracks"] if has_tracks else [])
+        + (["hands"] if has_hands else [])
+    )
     return {
         "episode_id": meta.video_id,
         "path": str(path),
@@ -215,19 +222,27 @@ def write_episode(
 
 
 # ------------------------------------------------------------------------------------ checks
-def _check_lengths(ingest: IngestArtifact, camera: CameraArtifact, tracks: TracksArtifact | None,
-                   hands: HandsArtifact | None) -> tuple[int, int, int]:
+def _check_lengths(
+    ingest: IngestArtifact, camera: CameraArtifact, tracks: TracksArtifact | None, hands: HandsArtifact | None
+) -> tuple[int, int, int]:
     frames = ingest.frames
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise SchemaError(f"cannot write episode: ingest frames have shape {frames.shape}, expected (T,H,W,3)")
+        raise SchemaError(
+            f"cannot write episode: ingest frames have shape {frames.shape}, expected (T,H,W,3)"
+        )
     T, H, W = (int(x) for x in frames.shape[:3])
     if (ingest.meta.width, ingest.meta.height) != (W, H):
-        raise SchemaError(f"cannot write episode: ingest meta says {ingest.meta.width}x{ingest.meta.height} "
-                          f"but frames are {W}x{H}")
+        raise SchemaError(
+            f"cannot write episode: ingest meta says {ingest.meta.width}x{ingest.meta.height} "
+            f"but frames are {W}x{H}"
+        )
     expect = {
-        "ingest frame_index": (len(ingest.frame_index),), "ingest timestamp": (len(ingest.timestamp),),
-        "camera K": camera.K.shape[:1], "camera world_T_cam": camera.world_T_cam.shape[:1],
-        "camera depth": camera.depth.shape, "camera depth_valid": camera.depth_valid.shape,
+        "ingest frame_index": (len(ingest.frame_index),),
+        "ingest timestamp": (len(ingest.timestamp),),
+        "camera K": camera.K.shape[:1],
+        "camera world_T_cam": camera.world_T_cam.shape[:1],
+        "camera depth": camera.depth.shape,
+        "camera depth_valid": camera.depth_valid.shape,
     }
     want = {"camera depth": (T, H, W), "camera depth_valid": (T, H, W)}
     if tracks is not None and tracks.source != "none":
@@ -240,8 +255,10 @@ def _check_lengths(ingest: IngestArtifact, camera: CameraArtifact, tracks: Track
     for name, shape in expect.items():
         target = want.get(name, (T,))
         if tuple(shape) != tuple(target):
-            raise SchemaError(f"cannot write episode {ingest.meta.video_id}: {name} has shape {tuple(shape)}, "
-                              f"expected {target} (ingest has {T} frames of {W}x{H})")
+            raise SchemaError(
+                f"cannot write episode {ingest.meta.video_id}: {name} has shape {tuple(shape)}, "
+                f"expected {target} (ingest has {T} frames of {W}x{H})"
+            )
     return T, H, W
 
 
@@ -254,8 +271,9 @@ def sanitize_depth(depth: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np
     return np.where(ok, d16, np.float16(0)), ok, fixed
 
 
-def sanitize_tracks(tracks: TracksArtifact, W: int, H: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def sanitize_tracks(
+    tracks: TracksArtifact, W: int, H: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     xyz = np.asarray(tracks.xyz_world, dtype=np.float32).copy()
     uv = np.asarray(tracks.uv, dtype=np.float32).copy()
     vis = np.asarray(tracks.visible, dtype=bool)
@@ -264,7 +282,9 @@ def sanitize_tracks(tracks: TracksArtifact, W: int, H: int
     xyz[~np.isfinite(xyz).all(-1)] = np.nan
     uv[~np.isfinite(uv).all(-1)] = np.nan
     with np.errstate(invalid="ignore"):
-        inside = (uv[..., 0] >= -0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= H - 0.5)
+        inside = (
+            (uv[..., 0] >= -0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= H - 0.5)
+        )
     ok = vis & inside & np.isfinite(xyz).all(-1)
     demoted = int(vis.sum() - ok.sum())
     return xyz, uv, ok, query, demoted
@@ -279,11 +299,17 @@ def sanitize_hand(h: HandTrack, T: int) -> tuple[HandTrack, int]:
     score = np.asarray(h.score, dtype=np.float32).reshape(T).copy()
     mano = {k: _mano_axis_angle(k, np.asarray(v), T) for k, v in (h.mano or {}).items()}
     if mano and set(mano) != set(_MANO_SHAPES):
-        raise SchemaError(f"cannot write episode: MANO parameters {sorted(mano)} are incomplete; "
-                          f"expected all of {sorted(_MANO_SHAPES)}")
+        raise SchemaError(
+            f"cannot write episode: MANO parameters {sorted(mano)} are incomplete; "
+            f"expected all of {sorted(_MANO_SHAPES)}"
+        )
     given = np.asarray(h.valid, dtype=bool).reshape(T)
-    finite = (np.isfinite(joints).all((1, 2)) & np.isfinite(kp).all((1, 2)) & np.isfinite(pose).all((1, 2))
-              & np.isfinite(score))
+    finite = (
+        np.isfinite(joints).all((1, 2))
+        & np.isfinite(kp).all((1, 2))
+        & np.isfinite(pose).all((1, 2))
+        & np.isfinite(score)
+    )
     for v in mano.values():
         finite &= np.isfinite(v.reshape(T, -1)).all(1)
     valid = given & finite
@@ -294,8 +320,9 @@ def sanitize_hand(h: HandTrack, T: int) -> tuple[HandTrack, int]:
     score[invalid] = 0.0
     for v in mano.values():
         v[invalid] = np.nan
-    clean = HandTrack(valid=valid, joints_cam=joints, keypoints_2d=kp, cam_T_wrist=pose, score=score,
-                      mano=mano or None)
+    clean = HandTrack(
+        valid=valid, joints_cam=joints, keypoints_2d=kp, cam_T_wrist=pose, score=score, mano=mano or None
+    )
     return clean, int(given.sum() - valid.sum())
 
 
@@ -309,7 +336,9 @@ def _mano_axis_angle(name: str, v: np.ndarray, T: int) -> np.ndarray:
     both are converted here so the file always has one representation.
     """
     if name not in _MANO_SHAPES:
-        raise SchemaError(f"cannot write episode: unknown MANO array '{name}' (expected {sorted(_MANO_SHAPES)})")
+        raise SchemaError(
+            f"cannot write episode: unknown MANO array '{name}' (expected {sorted(_MANO_SHAPES)})"
+        )
     want = _MANO_SHAPES[name]
     v = np.asarray(v, dtype=np.float64)
     if name != "betas" and v.shape[-2:] == (3, 3) and v.shape[:1] == (T,):

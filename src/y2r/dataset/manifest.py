@@ -29,10 +29,29 @@ MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSONL = "manifest.jsonl"
 
 COLUMNS: tuple[str, ...] = (
-    "id", "status", "path", "source_path", "frames", "fps", "duration_s", "width", "height",
-    "camera_degenerate", "metric_scale", "depth_valid_frac", "tracks_visible_frac",
-    "hands_left_frac", "hands_right_frac", "camera_backend", "tracks_backend", "hands_backend",
-    "size_mb", "created_utc", "failed_stage", "error_kind", "error",
+    "id",
+    "status",
+    "path",
+    "source_path",
+    "frames",
+    "fps",
+    "duration_s",
+    "width",
+    "height",
+    "camera_degenerate",
+    "metric_scale",
+    "depth_valid_frac",
+    "tracks_visible_frac",
+    "hands_left_frac",
+    "hands_right_frac",
+    "camera_backend",
+    "tracks_backend",
+    "hands_backend",
+    "size_mb",
+    "created_utc",
+    "failed_stage",
+    "error_kind",
+    "error",
 )
 
 
@@ -48,17 +67,27 @@ def episode_row(path: Path, root: Path | None = None) -> dict[str, Any]:
             a = ep.attrs
             backends = _json(a.get("backends"))
             row.update(
-                id=ep.episode_id, status="ok", source_path=a.get("source_path"), frames=ep.num_frames,
-                fps=ep.fps, duration_s=round(ep.duration_s, 4), width=ep.width, height=ep.height,
-                metric_scale=ep.metric_scale, created_utc=a.get("created_utc"),
-                camera_backend=_backend(backends, "camera"), tracks_backend=_backend(backends, "tracks"),
+                id=ep.episode_id,
+                status="ok",
+                source_path=a.get("source_path"),
+                frames=ep.num_frames,
+                fps=ep.fps,
+                duration_s=round(ep.duration_s, 4),
+                width=ep.width,
+                height=ep.height,
+                metric_scale=ep.metric_scale,
+                created_utc=a.get("created_utc"),
+                camera_backend=_backend(backends, "camera"),
+                tracks_backend=_backend(backends, "tracks"),
                 hands_backend=_backend(backends, "hands"),
             )
             for flag, value in ep.quality_flags().items():
                 row[flag] = value
     except (OSError, KeyError, ValueError, SchemaError) as e:
         row["status"] = "unreadable"
-        row["error"] = e.message if isinstance(e, SchemaError) else " ".join(f"{type(e).__name__}: {e}".split())
+        row["error"] = (
+            e.message if isinstance(e, SchemaError) else " ".join(f"{type(e).__name__}: {e}".split())
+        )
     return row
 
 
@@ -119,7 +148,9 @@ def write_manifest(out_root: str | Path, failed: list[dict] | None = None) -> Pa
         w.writerow({k: _csv_value(r.get(k)) for k in COLUMNS})
     csv_path = root / MANIFEST_CSV
     _write_text_atomic(csv_path, buf.getvalue())
-    lines = "".join(json.dumps({k: _json_value(r.get(k)) for k in COLUMNS}, allow_nan=False) + "\n" for r in rows)
+    lines = "".join(
+        json.dumps({k: _json_value(r.get(k)) for k in COLUMNS}, allow_nan=False) + "\n" for r in rows
+    )
     _write_text_atomic(root / MANIFEST_JSONL, lines)
     return csv_path
 
@@ -181,4 +212,3 @@ def _csv_value(v: Any) -> Any:
     if isinstance(v, float):
         return f"{v:.6g}"
     return v
-

@@ -48,8 +48,11 @@ def find_episode_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
     if p.is_file():
         return [p]
     folder = p / "episodes" if (p / "episodes").is_dir() else p
-    return sorted(q for q in folder.iterdir()
-                  if q.suffix in EPISODE_SUFFIXES and q.is_file() and not q.name.startswith("."))
+    return sorted(
+        q
+        for q in folder.iterdir()
+        if q.suffix in EPISODE_SUFFIXES and q.is_file() and not q.name.startswith(".")
+    )
 
 
 class Episode:
@@ -195,9 +198,13 @@ class Episode:
         if not self.has("tracks/query"):
             return None
         be = self.backends().get("tracks", {})
-        return TracksArtifact(xyz_world=self.read("tracks/xyz_world", frames), uv=self.read("tracks/uv", frames),
-                              visible=self.read("tracks/visible", frames), query=self.read("tracks/query"),
-                              source=str(be.get("backend", "")))
+        return TracksArtifact(
+            xyz_world=self.read("tracks/xyz_world", frames),
+            uv=self.read("tracks/uv", frames),
+            visible=self.read("tracks/visible", frames),
+            query=self.read("tracks/query"),
+            source=str(be.get("backend", "")),
+        )
 
     def hand(self, side: str, frames: Frames = None) -> HandTrack | None:
         """One side's hand (None when the episode has no hands)."""
@@ -209,10 +216,14 @@ class Episode:
         mano = None
         if self.has(f"{base}/mano/global_orient"):
             mano = {k: self.read(f"{base}/mano/{k}", frames) for k in ("global_orient", "hand_pose", "betas")}
-        return HandTrack(valid=self.read(f"{base}/valid", frames), joints_cam=self.read(f"{base}/joints_cam", frames),
-                         keypoints_2d=self.read(f"{base}/keypoints_2d", frames),
-                         cam_T_wrist=self.read(f"{base}/cam_T_wrist", frames), score=self.read(f"{base}/score", frames),
-                         mano=mano)
+        return HandTrack(
+            valid=self.read(f"{base}/valid", frames),
+            joints_cam=self.read(f"{base}/joints_cam", frames),
+            keypoints_2d=self.read(f"{base}/keypoints_2d", frames),
+            cam_T_wrist=self.read(f"{base}/cam_T_wrist", frames),
+            score=self.read(f"{base}/score", frames),
+            mano=mano,
+        )
 
 
 def _read_frames(ds: h5py.Dataset, frames: Frames) -> np.ndarray:
@@ -239,9 +250,15 @@ def _py(v: Any) -> Any:
 
 # ------------------------------------------------------------------------------------ dataset
 DEFAULT_KEYS: tuple[str, ...] = (
-    "rgb", "camera/K", "camera/world_T_cam",
-    "hands/left/valid", "hands/left/joints_cam", "hands/right/valid", "hands/right/joints_cam",
-    "tracks/xyz_world", "tracks/visible",
+    "rgb",
+    "camera/K",
+    "camera/world_T_cam",
+    "hands/left/valid",
+    "hands/left/joints_cam",
+    "hands/right/valid",
+    "hands/right/joints_cam",
+    "tracks/xyz_world",
+    "tracks/visible",
 )
 
 
@@ -255,8 +272,13 @@ class EpisodeDataset:
     cannot silently become a hole in a batch): the constructor says which episode lacks which key.
     """
 
-    def __init__(self, source: str | Path | Iterable[str | Path], window: int = 16, stride: int | None = None,
-                 keys: Sequence[str] = DEFAULT_KEYS):
+    def __init__(
+        self,
+        source: str | Path | Iterable[str | Path],
+        window: int = 16,
+        stride: int | None = None,
+        keys: Sequence[str] = DEFAULT_KEYS,
+    ):
         if window < 1:
             raise UsageError(f"window must be >= 1 (got {window})")
         self.window = int(window)
@@ -274,8 +296,10 @@ class EpisodeDataset:
         for ep in self.episodes:
             missing = [k for k in self.keys if not ep.has(k)]
             if missing:
-                raise UsageError(f"{ep.path}: lacks {', '.join('/' + k for k in missing)}; "
-                                 "choose keys present in every episode")
+                raise UsageError(
+                    f"{ep.path}: lacks {', '.join('/' + k for k in missing)}; "
+                    "choose keys present in every episode"
+                )
             T = ep.num_frames
             n = 0 if T < self.window else (T - self.window) // self.stride + 1
             self._starts.append(total)
@@ -315,7 +339,9 @@ class EpisodeDataset:
         try:
             import torch
         except ImportError:
-            raise ToolUnavailable("torch is not installed; install it with: pip install 'y2r[torch]'") from None
+            raise ToolUnavailable(
+                "torch is not installed; install it with: pip install 'y2r[torch]'"
+            ) from None
         return _torch_dataset(torch, self)
 
 
@@ -331,7 +357,9 @@ def _torch_dataset(torch: Any, base: EpisodeDataset) -> Any:
 
         def __getitem__(self, i: int) -> dict[str, Any]:
             item = self.inner[i]
-            return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-                    for k, v in item.items()}
+            return {
+                k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                for k, v in item.items()
+            }
 
     return TorchEpisodeDataset(base)

@@ -29,9 +29,18 @@ from y2r.geometry import axis_angle_to_matrix, invert_se3, make_se3, project, tr
 
 # A right hand in its wrist frame (metres): x towards the thumb side, y along the fingers, z out
 # of the palm. Four joints per finger from base to tip, as HAND_JOINT_ORDER.
-_FINGER_BASES = np.array([[0.030, 0.020, 0.0], [0.025, 0.090, 0.0], [0.005, 0.095, 0.0],
-                          [-0.015, 0.090, 0.0], [-0.032, 0.080, 0.0]])
-_FINGER_DIRS = np.array([[0.6, 0.8, 0.0], [0.1, 1.0, 0.0], [0.0, 1.0, 0.0], [-0.1, 1.0, 0.0], [-0.25, 1.0, 0.0]])
+_FINGER_BASES = np.array(
+    [
+        [0.030, 0.020, 0.0],
+        [0.025, 0.090, 0.0],
+        [0.005, 0.095, 0.0],
+        [-0.015, 0.090, 0.0],
+        [-0.032, 0.080, 0.0],
+    ]
+)
+_FINGER_DIRS = np.array(
+    [[0.6, 0.8, 0.0], [0.1, 1.0, 0.0], [0.0, 1.0, 0.0], [-0.1, 1.0, 0.0], [-0.25, 1.0, 0.0]]
+)
 _FINGER_STEPS = np.array([0.030, 0.025, 0.022, 0.020, 0.018])
 
 
@@ -45,8 +54,15 @@ def canonical_hand() -> np.ndarray:
 
 
 def sample_artifacts(
-    T: int = 8, W: int = 64, H: int = 48, N: int = 5, *, seed: int = 0, video_id: str = "sample",
-    fps: float = 10.0, with_mano: bool = True,
+    T: int = 8,
+    W: int = 64,
+    H: int = 48,
+    N: int = 5,
+    *,
+    seed: int = 0,
+    video_id: str = "sample",
+    fps: float = 10.0,
+    with_mano: bool = True,
 ) -> tuple[IngestArtifact, CameraArtifact, TracksArtifact, HandsArtifact]:
     rng = np.random.default_rng(seed)
     f = 0.9 * W
@@ -97,12 +113,17 @@ def sample_artifacts(
     visible = inside.copy()
     if N > 1 and T > 3:
         visible[T // 2, 1] = False  # occluded but known
-        xyz[T - 2:, N - 1] = np.nan  # lost: unknown at the end
-        uv[T - 2:, N - 1] = np.nan
-        visible[T - 2:, N - 1] = False
-    tracks = TracksArtifact(xyz_world=xyz.astype(np.float32), uv=uv.astype(np.float32), visible=visible,
-                            query=np.concatenate([np.zeros((N, 1)), q_uv], -1).astype(np.float32),
-                            source="sample", quality={"median_fb_px": 0.2})
+        xyz[T - 2 :, N - 1] = np.nan  # lost: unknown at the end
+        uv[T - 2 :, N - 1] = np.nan
+        visible[T - 2 :, N - 1] = False
+    tracks = TracksArtifact(
+        xyz_world=xyz.astype(np.float32),
+        uv=uv.astype(np.float32),
+        visible=visible,
+        query=np.concatenate([np.zeros((N, 1)), q_uv], -1).astype(np.float32),
+        source="sample",
+        quality={"median_fb_px": 0.2},
+    )
 
     # Hands: the right hand is seen except in frame 1; the left only in the second half.
     sides = {}
@@ -133,12 +154,34 @@ def sample_artifacts(
     hands = HandsArtifact(left=sides["left"], right=sides["right"], source="sample", quality={})
 
     sha = hashlib.sha256(f"{video_id}:{seed}".encode()).hexdigest()
-    meta = VideoMeta(video_id=video_id, source_path=f"/videos/{video_id}.mp4", source_sha256=sha,
-                     source_fps=30.0, source_width=W * 2, source_height=H * 2, source_num_frames=3 * T,
-                     codec="h264", fps=fps, width=W, height=H, num_frames=T, crop=(0.0, 0.0, 2.0 * W, 2.0 * H))
-    ingest = IngestArtifact(frames=frames, frame_index=(np.arange(T) * 3).astype(np.int32),
-                            timestamp=np.arange(T) / fps + 0.0, meta=meta)
-    camera = CameraArtifact(K=np.repeat(K[None], T, 0).astype(np.float32), world_T_cam=world_T_cam.astype(np.float32),
-                            depth=depth, depth_valid=depth_valid, metric_scale=True, source="sample",
-                            quality={"degenerate": None, "reproj_px": 0.3})
+    meta = VideoMeta(
+        video_id=video_id,
+        source_path=f"/videos/{video_id}.mp4",
+        source_sha256=sha,
+        source_fps=30.0,
+        source_width=W * 2,
+        source_height=H * 2,
+        source_num_frames=3 * T,
+        codec="h264",
+        fps=fps,
+        width=W,
+        height=H,
+        num_frames=T,
+        crop=(0.0, 0.0, 2.0 * W, 2.0 * H),
+    )
+    ingest = IngestArtifact(
+        frames=frames,
+        frame_index=(np.arange(T) * 3).astype(np.int32),
+        timestamp=np.arange(T) / fps + 0.0,
+        meta=meta,
+    )
+    camera = CameraArtifact(
+        K=np.repeat(K[None], T, 0).astype(np.float32),
+        world_T_cam=world_T_cam.astype(np.float32),
+        depth=depth,
+        depth_valid=depth_valid,
+        metric_scale=True,
+        source="sample",
+        quality={"degenerate": None, "reproj_px": 0.3},
+    )
     return ingest, camera, tracks, hands

@@ -45,8 +45,15 @@ def quantile_key(q: float) -> str:
 class RunningStats:
     """Mergeable statistics of a stream of rows with ``C`` components (NaN skipped per component)."""
 
-    def __init__(self, components: Sequence[str], *, reservoir: int = RESERVOIR_SIZE,
-                 rng: np.random.Generator | None = None, units: str = "", selection: str = ""):
+    def __init__(
+        self,
+        components: Sequence[str],
+        *,
+        reservoir: int = RESERVOIR_SIZE,
+        rng: np.random.Generator | None = None,
+        units: str = "",
+        selection: str = "",
+    ):
         self.components = list(components)
         C = len(self.components)
         self.units = units
@@ -106,11 +113,19 @@ class RunningStats:
         sample_a, seen_a = self.sample, self.rows_seen
         total = seen_a + seen_b
         k = min(self.capacity, total)
-        if len(sample_a) + len(sample_b) <= self.capacity and len(sample_a) == seen_a and len(sample_b) == seen_b:
+        if (
+            len(sample_a) + len(sample_b) <= self.capacity
+            and len(sample_a) == seen_a
+            and len(sample_b) == seen_b
+        ):
             self.sample = np.concatenate([sample_a, sample_b]) if len(sample_b) else sample_a
         else:
             if seen_a < 10**9 and seen_b < 10**9:
-                na = int(self.rng.hypergeometric(seen_a, seen_b, k)) if seen_a and seen_b else (k if seen_a else 0)
+                na = (
+                    int(self.rng.hypergeometric(seen_a, seen_b, k))
+                    if seen_a and seen_b
+                    else (k if seen_a else 0)
+                )
             else:  # numpy's hypergeometric is limited to populations < 1e9; binomial is exact in the limit
                 na = int(self.rng.binomial(k, seen_a / total))
             na = min(max(na, k - len(sample_b)), len(sample_a))
@@ -182,10 +197,13 @@ class StatsSet:
         h = hashlib.sha256(f"{self.seed}/{key}".encode()).digest()
         return np.random.default_rng(int.from_bytes(h[:8], "little"))
 
-    def add(self, key: str, rows: np.ndarray, components: Sequence[str], units: str = "", selection: str = "") -> None:
+    def add(
+        self, key: str, rows: np.ndarray, components: Sequence[str], units: str = "", selection: str = ""
+    ) -> None:
         if key not in self.stats:
-            self.stats[key] = RunningStats(components, reservoir=self.reservoir, rng=self._rng(key),
-                                           units=units, selection=selection)
+            self.stats[key] = RunningStats(
+                components, reservoir=self.reservoir, rng=self._rng(key), units=units, selection=selection
+            )
         self.stats[key].update(rows)
 
     def merge(self, other: StatsSet) -> StatsSet:
@@ -212,8 +230,13 @@ def episode_stats(path: str | Path, reservoir: int = RESERVOIR_SIZE) -> StatsSet
         s.add("episode/num_frames", np.array([ep.num_frames]), ["frames"], "frames", "one row per episode")
         s.add("episode/duration_s", np.array([ep.duration_s]), ["duration"], "s", "one row per episode")
         K = ep.K()
-        s.add("camera/K", np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], -1),
-              ["fx", "fy", "cx", "cy"], "px", "all frames")
+        s.add(
+            "camera/K",
+            np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], -1),
+            ["fx", "fy", "cx", "cy"],
+            "px",
+            "all frames",
+        )
         P = ep.world_T_cam()
         s.add("camera/world_T_cam.translation", P[:, :3, 3], XYZ, m, "all frames (camera centre in world)")
         if len(P) > 1:
@@ -222,8 +245,8 @@ def episode_stats(path: str | Path, reservoir: int = RESERVOIR_SIZE) -> StatsSet
         if ep.has("depth/depth"):
             ds, dv = ep.file["depth/depth"], ep.file["depth/valid"]
             for a in range(0, ep.num_frames, _BLOCK_FRAMES):
-                d = ds[a:a + _BLOCK_FRAMES]
-                v = dv[a:a + _BLOCK_FRAMES]
+                d = ds[a : a + _BLOCK_FRAMES]
+                v = dv[a : a + _BLOCK_FRAMES]
                 s.add("depth/depth", d[v].astype(np.float32), ["z"], m, "valid pixels only")
         tr = ep.tracks()
         if tr is not None:
@@ -236,16 +259,28 @@ def episode_stats(path: str | Path, reservoir: int = RESERVOIR_SIZE) -> StatsSet
                 continue
             v = h.valid
             base = f"hands/{side}"
-            s.add(f"{base}/joints_cam", h.joints_cam[v].reshape(-1, 3), XYZ, "m", "valid frames, all 21 joints")
-            s.add(f"{base}/keypoints_2d", h.keypoints_2d[v].reshape(-1, 2), UV, "px", "valid frames, all 21 joints")
+            s.add(
+                f"{base}/joints_cam", h.joints_cam[v].reshape(-1, 3), XYZ, "m", "valid frames, all 21 joints"
+            )
+            s.add(
+                f"{base}/keypoints_2d",
+                h.keypoints_2d[v].reshape(-1, 2),
+                UV,
+                "px",
+                "valid frames, all 21 joints",
+            )
             s.add(f"{base}/cam_T_wrist.translation", h.cam_T_wrist[v][:, :3, 3], XYZ, "m", "valid frames")
             s.add(f"{base}/score", h.score[v], ["score"], "", "valid frames")
             if h.mano is not None:
-                s.add(f"{base}/mano/betas", h.mano["betas"][v], [f"b{i}" for i in range(10)], "", "valid frames")
+                s.add(
+                    f"{base}/mano/betas", h.mano["betas"][v], [f"b{i}" for i in range(10)], "", "valid frames"
+                )
     return s
 
 
-def compute_stats(episodes: Sequence[str | Path], reservoir: int = RESERVOIR_SIZE) -> tuple[StatsSet, list[dict]]:
+def compute_stats(
+    episodes: Sequence[str | Path], reservoir: int = RESERVOIR_SIZE
+) -> tuple[StatsSet, list[dict]]:
     total = StatsSet(reservoir)
     skipped: list[dict] = []
     for p in episodes:
@@ -272,7 +307,7 @@ def write_stats(out_root: str | Path, reservoir: int = RESERVOIR_SIZE) -> Path:
         "method": {
             "moments": "exact over all selected entries (float64, Chan et al. parallel merge); std is ddof=0",
             "quantiles": f"from a uniform random sample of up to {reservoir} rows per key (reservoir, merged "
-                         "across episodes by hypergeometric splitting); exact when exact_quantiles is true",
+            "across episodes by hypergeometric splitting); exact when exact_quantiles is true",
             "quantile_levels": list(QUANTILES),
             "reservoir_size": reservoir,
         },

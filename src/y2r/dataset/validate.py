@@ -44,7 +44,7 @@ ROT_TOL = 1e-3
 # (median over the episode); a pose stored inverted or in another convention misses by far more.
 REPROJ_TOL_PX = 2.0
 # Bytes read per block when streaming a large dataset.
-_BLOCK_BYTES = 64 << 20
+_BLOCK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,15 @@ class _Validator:
                 self.add("/", f"attr '{name}' must be a JSON object (got {type(value).__name__})")
             elif name == "config" and not isinstance(value, dict):
                 self.add("/", "attr 'config' must be a YAML mapping (the resolved configuration)")
-            elif name.startswith("quality.") and spec.kind == "float" and not (
-                    math.isnan(value) or 0.0 <= value <= 1.0):
+            elif (
+                name.startswith("quality.")
+                and spec.kind == "float"
+                and not (math.isnan(value) or 0.0 <= value <= 1.0)
+            ):
                 self.add("/", f"attr '{name}' must be a fraction in [0, 1] or NaN (got {value})")
-        self.config = self.attr(f, "/", next(a for a in schema.ROOT_ATTRS if a.name == "config"), report=False)
+        self.config = self.attr(
+            f, "/", next(a for a in schema.ROOT_ATTRS if a.name == "config"), report=False
+        )
 
     def attr(self, obj: Any, where: str, spec: schema.AttrSpec, report: bool = True) -> Any:
         """The attr's value converted to Python, or None (and a problem) when missing / mistyped."""
@@ -172,6 +177,7 @@ class _Validator:
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and name not in expected_paths:
                 self.add("/" + name, "unexpected dataset (not in episode schema v1)")
+
         f.visititems(visit)
 
     def dataset_structure(self, f: h5py.File, d: schema.DatasetSpec) -> None:
@@ -202,8 +208,11 @@ class _Validator:
         if d.compressed:
             expected = self.expected_compression()
             if expected is not None and obj.compression != expected[0]:
-                self.add(where, f"compression {obj.compression or 'none'}, expected {expected[1]} "
-                         "(episode.compression in the stored config)")
+                self.add(
+                    where,
+                    f"compression {obj.compression or 'none'}, expected {expected[1]} "
+                    "(episode.compression in the stored config)",
+                )
         if ok:
             self.ok.add(d.path)
 
@@ -240,7 +249,9 @@ class _Validator:
         if (fi < 0).any():
             self.add("/time/frame_index", f"{int((fi < 0).sum())} negative entries")
         if fi.size > 1 and not (np.diff(fi.astype(np.int64)) > 0).all():
-            self.add("/time/frame_index", f"not strictly increasing (first at t={_first(np.diff(fi) <= 0) + 1})")
+            self.add(
+                "/time/frame_index", f"not strictly increasing (first at t={_first(np.diff(fi) <= 0) + 1})"
+            )
         if not np.isfinite(ts).all():
             self.add("/time/timestamp", f"{int((~np.isfinite(ts)).sum())} non-finite entries")
         elif ts.size > 1:
@@ -253,7 +264,10 @@ class _Validator:
                 # Resampling from a source rate jitters dt, but never by 2x: a mismatch this large is
                 # a units error (ms vs s) or a wrong fps attr.
                 if not (0.5 <= implied / fps <= 2.0):
-                    self.add("/time/timestamp", f"median spacing implies {implied:.3g} fps but attr fps is {fps:.3g}")
+                    self.add(
+                        "/time/timestamp",
+                        f"median spacing implies {implied:.3g} fps but attr fps is {fps:.3g}",
+                    )
 
     def check_K(self, K: np.ndarray) -> None:
         where = "/camera/K"
@@ -263,11 +277,16 @@ class _Validator:
         with np.errstate(invalid="ignore"):
             nonpos = ~((K[:, 0, 0] > 0) & (K[:, 1, 1] > 0))
         if nonpos.any():
-            self.add(where, f"{int(nonpos.sum())} frames without positive focal lengths fx, fy "
-                     f"(first at t={_first(nonpos)})")
+            self.add(
+                where,
+                f"{int(nonpos.sum())} frames without positive focal lengths fx, fy "
+                f"(first at t={_first(nonpos)})",
+            )
         row = np.abs(K[:, 2, :] - np.array([0, 0, 1], np.float32)).max(1) > 1e-6
         if row.any():
-            self.add(where, f"{int(row.sum())} frames whose last row is not [0 0 1] (first at t={_first(row)})")
+            self.add(
+                where, f"{int(row.sum())} frames whose last row is not [0 0 1] (first at t={_first(row)})"
+            )
 
     def check_rigid(self, where: str, Tm: np.ndarray, mask: np.ndarray) -> None:
         """4x4 rigid transforms at frames ``mask``: finite, last row [0 0 0 1], R orthonormal, det 1."""
@@ -277,21 +296,28 @@ class _Validator:
             return
         finite = np.isfinite(M).all((1, 2))
         if not finite.all():
-            self.add(where, f"{int((~finite).sum())} frames with non-finite entries (first at t={idx[~finite][0]})")
+            self.add(
+                where, f"{int((~finite).sum())} frames with non-finite entries (first at t={idx[~finite][0]})"
+            )
         M, idx = M[finite], idx[finite]
         if M.size == 0:
             return
         last = np.abs(M[:, 3, :] - [0, 0, 0, 1]).max(1) > 1e-6
         if last.any():
-            self.add(where, f"{int(last.sum())} frames whose last row is not [0 0 0 1] (first at t={idx[last][0]})")
+            self.add(
+                where, f"{int(last.sum())} frames whose last row is not [0 0 0 1] (first at t={idx[last][0]})"
+            )
         R = M[:, :3, :3]
         ortho = np.abs(np.einsum("nji,njk->nik", R, R) - np.eye(3)).max((1, 2))
         det = np.linalg.det(R)
         bad = (ortho > ROT_TOL) | (np.abs(det - 1) > ROT_TOL)
         if bad.any():
             i = int(np.argmax(bad))
-            self.add(where, f"{int(bad.sum())} frames whose rotation is not orthonormal with det 1 "
-                     f"(first at t={idx[i]}: |R^T R - I| = {ortho[i]:.2g}, det = {det[i]:.4g})")
+            self.add(
+                where,
+                f"{int(bad.sum())} frames whose rotation is not orthonormal with det 1 "
+                f"(first at t={idx[i]}: |R^T R - I| = {ortho[i]:.2g}, det = {det[i]:.4g})",
+            )
 
     def check_readable(self, ds: h5py.Dataset) -> None:
         try:
@@ -301,7 +327,12 @@ class _Validator:
             self.add("/" + ds.name.lstrip("/"), f"unreadable data ({' '.join(str(e).split())})")
 
     def check_depth(self, dd: h5py.Dataset, dv: h5py.Dataset) -> None:
-        counts = {"nonfinite": [0, -1], "negative": [0, -1], "nonzero_invalid": [0, -1], "zero_valid": [0, -1]}
+        counts = {
+            "nonfinite": [0, -1],
+            "negative": [0, -1],
+            "nonzero_invalid": [0, -1],
+            "zero_valid": [0, -1],
+        }
 
         def note(key: str, bad: np.ndarray, a: int) -> None:
             per_frame = bad.reshape(bad.shape[0], -1).any(1)
@@ -313,7 +344,7 @@ class _Validator:
 
         try:
             for a, depth in _blocks(dd):
-                valid = dv[a:a + depth.shape[0]]
+                valid = dv[a : a + depth.shape[0]]
                 d = depth.astype(np.float32)
                 fin = np.isfinite(d)
                 note("nonfinite", ~fin, a)
@@ -327,7 +358,10 @@ class _Validator:
         text = {
             "nonfinite": ("/depth/depth", "non-finite values"),
             "negative": ("/depth/depth", "negative values"),
-            "nonzero_invalid": ("/depth/depth", "non-zero values where depth/valid is false (invalid depth is 0)"),
+            "nonzero_invalid": (
+                "/depth/depth",
+                "non-zero values where depth/valid is false (invalid depth is 0)",
+            ),
             "zero_valid": ("/depth/valid", "true where depth is 0 (0 means invalid)"),
         }
         for key, (n, first) in counts.items():
@@ -344,14 +378,21 @@ class _Validator:
             fin = np.isfinite(arr)
             partial = fin.any(-1) & ~fin.all(-1)
             if partial.any():
-                self.add(f"/tracks/{name}", f"{int(partial.sum())} entries partly NaN (unknown is NaN in every "
-                         "coordinate)")
+                self.add(
+                    f"/tracks/{name}",
+                    f"{int(partial.sum())} entries partly NaN (unknown is NaN in every coordinate)",
+                )
             inf = np.isinf(arr).any(-1)
             if inf.any():
                 self.add(f"/tracks/{name}", f"{int(inf.sum())} infinite entries (use NaN for unknown)")
         uv_ok = np.isfinite(uv).all(-1)
         with np.errstate(invalid="ignore"):
-            inside = (uv[..., 0] >= -0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= H - 0.5)
+            inside = (
+                (uv[..., 0] >= -0.5)
+                & (uv[..., 0] <= W - 0.5)
+                & (uv[..., 1] >= -0.5)
+                & (uv[..., 1] <= H - 0.5)
+            )
         bad = vis & ~uv_ok
         if bad.any():
             self.add("/tracks/visible", f"{int(bad.sum())} visible entries with NaN uv")
@@ -376,8 +417,11 @@ class _Validator:
                 tol = max(REPROJ_TOL_PX, 0.01 * math.hypot(W, H))
                 med = float(np.nanmedian(err)) if np.isfinite(err).any() else math.inf
                 if not med <= tol:
-                    self.add("/tracks/xyz_world", f"visible points reproject {med:.3g} px (median) from tracks/uv "
-                             f"(> {tol:.3g} px): xyz_world, world_T_cam and K disagree (pose inverted?)")
+                    self.add(
+                        "/tracks/xyz_world",
+                        f"visible points reproject {med:.3g} px (median) from tracks/uv "
+                        f"(> {tol:.3g} px): xyz_world, world_T_cam and K disagree (pose inverted?)",
+                    )
 
     def check_hand(self, f: h5py.File, side: str) -> None:
         g = f[f"hands/{side}"]
@@ -389,15 +433,23 @@ class _Validator:
             bad_invalid = ~valid & ~np.isnan(flat).all(1)
             where = f"/hands/{side}/{k}"
             if bad_valid.any():
-                self.add(where, f"{int(bad_valid.sum())} valid frames with NaN/inf (first at t={_first(bad_valid)})")
+                self.add(
+                    where,
+                    f"{int(bad_valid.sum())} valid frames with NaN/inf (first at t={_first(bad_valid)})",
+                )
             if bad_invalid.any():
-                self.add(where, f"{int(bad_invalid.sum())} frames not valid but not NaN "
-                         f"(first at t={_first(bad_invalid)}; invalid entries are NaN)")
+                self.add(
+                    where,
+                    f"{int(bad_invalid.sum())} frames not valid but not NaN "
+                    f"(first at t={_first(bad_invalid)}; invalid entries are NaN)",
+                )
         score = g["score"][()]
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(score) | (score < 0) | (score > 1)
         if bad.any():
-            self.add(f"/hands/{side}/score", f"{int(bad.sum())} entries not in [0, 1] (first at t={_first(bad)})")
+            self.add(
+                f"/hands/{side}/score", f"{int(bad.sum())} entries not in [0, 1] (first at t={_first(bad)})"
+            )
         nz = ~valid & (np.nan_to_num(score) != 0)
         if nz.any():
             self.add(f"/hands/{side}/score", f"{int(nz.sum())} non-zero scores where not valid")
@@ -408,8 +460,11 @@ class _Validator:
         with np.errstate(invalid="ignore"):
             behind = valid & np.isfinite(wrist_z) & (wrist_z <= 0)
         if behind.any():
-            self.add(f"/hands/{side}/joints_cam", f"{int(behind.sum())} valid frames with the wrist behind the "
-                     f"camera (z <= 0; OpenCV axes have z forward) (first at t={_first(behind)})")
+            self.add(
+                f"/hands/{side}/joints_cam",
+                f"{int(behind.sum())} valid frames with the wrist behind the "
+                f"camera (z <= 0; OpenCV axes have z forward) (first at t={_first(behind)})",
+            )
         if f"hands/{side}/mano" in f:
             for d in schema.part_datasets(f"hands/{side}/mano"):
                 if d.path not in self.ok:
@@ -484,11 +539,12 @@ def _blocks(ds: h5py.Dataset) -> Iterator[tuple[int, np.ndarray]]:
     if ds.chunks:  # whole chunks per read
         step = max(ds.chunks[0], step - step % ds.chunks[0])
     for a in range(0, T, step):
-        yield a, ds[a:min(T, a + step)]
+        yield a, ds[a : min(T, a + step)]
 
 
-def _reprojection_error(K: np.ndarray, world_T_cam: np.ndarray, xyz: np.ndarray, uv: np.ndarray,
-                        sel: np.ndarray) -> np.ndarray:
+def _reprojection_error(
+    K: np.ndarray, world_T_cam: np.ndarray, xyz: np.ndarray, uv: np.ndarray, sel: np.ndarray
+) -> np.ndarray:
     t, n = np.nonzero(sel)
     P = world_T_cam[t].astype(np.float64)
     R, tr = P[:, :3, :3], P[:, :3, 3]

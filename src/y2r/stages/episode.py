@@ -40,10 +40,17 @@ class EpisodeBackend(Backend):
         ep = self.config.episode
         path = Path(job.out_dir) / "episode.h5"
         summary = write_episode(
-            path, ingest, camera, tracks, hands,
-            config_yaml=self.config.to_yaml(), backends=backends,
-            compression=ep.compression, level=ep.compression_level,
-            store_rgb=ep.store_rgb, store_depth=ep.store_depth,
+            path,
+            ingest,
+            camera,
+            tracks,
+            hands,
+            config_yaml=self.config.to_yaml(),
+            backends=backends,
+            compression=ep.compression,
+            level=ep.compression_level,
+            store_rgb=ep.store_rgb,
+            store_depth=ep.store_depth,
             progress=job.progress,
         )
         return EpisodeArtifact(path=path, summary=summary)

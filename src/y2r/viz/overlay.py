@@ -30,12 +30,29 @@ from y2r.errors import ToolUnavailable
 
 # Bones of the 21-joint hand (wrist = 0, then 4 joints per finger base -> tip) plus the palm arch.
 HAND_BONES: tuple[tuple[int, int], ...] = (
-    (0, 1), (1, 2), (2, 3), (3, 4),
-    (0, 5), (5, 6), (6, 7), (7, 8),
-    (0, 9), (9, 10), (10, 11), (11, 12),
-    (0, 13), (13, 14), (14, 15), (15, 16),
-    (0, 17), (17, 18), (18, 19), (19, 20),
-    (5, 9), (9, 13), (13, 17),
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 4),
+    (0, 5),
+    (5, 6),
+    (6, 7),
+    (7, 8),
+    (0, 9),
+    (9, 10),
+    (10, 11),
+    (11, 12),
+    (0, 13),
+    (13, 14),
+    (14, 15),
+    (15, 16),
+    (0, 17),
+    (17, 18),
+    (18, 19),
+    (19, 20),
+    (5, 9),
+    (9, 13),
+    (13, 17),
 )
 SIDE_COLOURS: dict[str, tuple[int, int, int]] = {"left": (70, 170, 255), "right": (255, 140, 40)}  # RGB
 TEXT = (255, 255, 255)
@@ -62,8 +79,15 @@ def colourise_depth(depth: np.ndarray, valid: np.ndarray, near: float, far: floa
     return img
 
 
-def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float, colour=TEXT, thickness: int = 1,
-          box: bool = True) -> None:
+def _text(
+    img: np.ndarray,
+    s: str,
+    org: tuple[int, int],
+    scale: float,
+    colour=TEXT,
+    thickness: int = 1,
+    box: bool = True,
+) -> None:
     """Text at ``org`` (bottom-left), on a translucent dark box so it reads on any background."""
     (w, h), base = cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     x, y = org
@@ -80,8 +104,18 @@ def _text(img: np.ndarray, s: str, org: tuple[int, int], scale: float, colour=TE
 class FrameRenderer:
     """Draws overlays for any frame of an episode (small arrays are loaded once)."""
 
-    def __init__(self, ep: Episode, *, scale: int | None = None, trail: int = 8, max_tracks: int = 400,
-                 depth_inset: bool = True, counter: bool = True, marks: float = 1.0, joint_dots: bool = True):
+    def __init__(
+        self,
+        ep: Episode,
+        *,
+        scale: int | None = None,
+        trail: int = 8,
+        max_tracks: int = 400,
+        depth_inset: bool = True,
+        counter: bool = True,
+        marks: float = 1.0,
+        joint_dots: bool = True,
+    ):
         self.ep = ep
         self.T, self.W, self.H = ep.num_frames, ep.width, ep.height
         self.scale = int(scale) if scale else max(1, math.ceil(MIN_CANVAS_WIDTH / self.W))
@@ -96,7 +130,11 @@ class FrameRenderer:
         self.uv = self.vis = None
         if tr is not None and tr.query.shape[0]:
             N = tr.query.shape[0]
-            keep = np.linspace(0, N - 1, min(N, max_tracks)).round().astype(int) if N > max_tracks else np.arange(N)
+            keep = (
+                np.linspace(0, N - 1, min(N, max_tracks)).round().astype(int)
+                if N > max_tracks
+                else np.arange(N)
+            )
             self.uv = tr.uv[:, keep]
             self.vis = tr.visible[:, keep]
             self.colours = track_colours(N)[keep]
@@ -124,7 +162,9 @@ class FrameRenderer:
         Hs, Ws = self.H * s, self.W * s
         if self.has_rgb:
             base = self.ep.rgb(t)
-            canvas = cv2.resize(base, (Ws, Hs), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_NEAREST)
+            canvas = cv2.resize(
+                base, (Ws, Hs), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_NEAREST
+            )
         else:
             canvas = np.full((Hs, Ws, 3), 40, np.uint8)
         canvas = np.ascontiguousarray(canvas)
@@ -142,7 +182,7 @@ class FrameRenderer:
 
         if self.uv is not None:
             a = max(0, t - self.trail)
-            hist = self._px(self.uv[a:t + 1])
+            hist = self._px(self.uv[a : t + 1])
             fin = np.isfinite(hist).all(-1)
             for n in range(hist.shape[1]):
                 c = tuple(int(x) for x in self.colours[n])
@@ -166,8 +206,15 @@ class FrameRenderer:
                 cv2.circle(canvas, pt(p), rj * f, c, -1, cv2.LINE_AA, shift)
                 cv2.circle(canvas, pt(p), rj * f, (255, 255, 255), 1, cv2.LINE_AA, shift)
             if np.isfinite(kp[0]).all():
-                _text(canvas, side[0].upper(), (int(kp[0, 0]) + 2 * r, int(kp[0, 1]) + 2 * r), 1.4 * font, c, 2,
-                      box=False)
+                _text(
+                    canvas,
+                    side[0].upper(),
+                    (int(kp[0, 0]) + 2 * r, int(kp[0, 1]) + 2 * r),
+                    1.4 * font,
+                    c,
+                    2,
+                    box=False,
+                )
         if self.depth_range is not None:
             self._inset(canvas, t, font)
         if self.counter:
@@ -184,7 +231,7 @@ class FrameRenderer:
         d = colourise_depth(self.ep.depth(t), self.ep.depth_valid(t), near, far)
         d = cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST)
         x0, y0 = Ws - w - 6, 6
-        canvas[y0:y0 + h, x0:x0 + w] = d
+        canvas[y0 : y0 + h, x0 : x0 + w] = d
         cv2.rectangle(canvas, (x0 - 1, y0 - 1), (x0 + w, y0 + h), (255, 255, 255), 1)
         unit = " m" if self.ep.metric_scale else ""
         _text(canvas, f"depth {near:.2f}-{far:.2f}{unit}", (x0 + 4, y0 + h - 5), 0.9 * font)
@@ -207,8 +254,15 @@ def _encoder() -> str:
     raise ToolUnavailable("this PyAV build has no H.264 or MPEG-4 encoder for overlay videos")
 
 
-def render_overlay(episode_path: str | Path, out_mp4: str | Path, *, fps: float | None = None, trail: int = 8,
-                   scale: int | None = None, max_tracks: int = 400) -> Path:
+def render_overlay(
+    episode_path: str | Path,
+    out_mp4: str | Path,
+    *,
+    fps: float | None = None,
+    trail: int = 8,
+    scale: int | None = None,
+    max_tracks: int = 400,
+) -> Path:
     """Write the overlay video of one episode; returns the mp4 path."""
     import av
 
@@ -223,8 +277,11 @@ def render_overlay(episode_path: str | Path, out_mp4: str | Path, *, fps: float 
             He, We = Hs + Hs % 2, Ws + Ws % 2  # yuv420p needs even sizes
             with av.open(str(tmp), "w") as c:
                 codec = _encoder()
-                stream = c.add_stream(codec, rate=Fraction(rate).limit_denominator(1001),
-                                      options={"crf": "20", "preset": "veryfast"} if codec == "libx264" else {})
+                stream = c.add_stream(
+                    codec,
+                    rate=Fraction(rate).limit_denominator(1001),
+                    options={"crf": "20", "preset": "veryfast"} if codec == "libx264" else {},
+                )
                 stream.width, stream.height, stream.pix_fmt = We, He, "yuv420p"
                 for t in range(ep.num_frames):
                     img = r.render(t)

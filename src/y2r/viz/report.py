@@ -66,7 +66,9 @@ def quality_issues(row: dict[str, Any]) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------------------------ pictures
 def _data_uri(img_rgb: np.ndarray, quality: int = 82) -> str:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
         return ""
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
@@ -81,8 +83,15 @@ def frames_strip(ep: Episode, n: int = 6) -> tuple[list[tuple[int, str]], list[s
     """(frame, jpeg uri) with overlays, and the matching depth thumbnails (may be empty)."""
     # Draw on a canvas about twice the thumbnail's width with heavier marks, then shrink: lines stay
     # visible and antialiased whatever the stored resolution.
-    r = FrameRenderer(ep, scale=max(1, math.ceil(2 * THUMB_WIDTH / ep.width)), trail=4, depth_inset=False,
-                      counter=False, marks=2.0, joint_dots=False)
+    r = FrameRenderer(
+        ep,
+        scale=max(1, math.ceil(2 * THUMB_WIDTH / ep.width)),
+        trail=4,
+        depth_inset=False,
+        counter=False,
+        marks=2.0,
+        joint_dots=False,
+    )
     idx = r.sample_frames(n)
     rgb = [(t, _data_uri(_thumb(r.render(t)))) for t in idx]
     depth: list[str] = []
@@ -120,8 +129,10 @@ def trajectory_svg(world_T_cam: np.ndarray, metric: bool, size: int = 240) -> st
     span = float(max(hi - lo))
     pad = 24
     if span < 1e-9:
-        body = (f'<circle cx="{size / 2}" cy="{size / 2}" r="5" fill="#2a9d8f"/>'
-                f'<text x="{size / 2}" y="{size / 2 + 22}" text-anchor="middle">static camera</text>')
+        body = (
+            f'<circle cx="{size / 2}" cy="{size / 2}" r="5" fill="#2a9d8f"/>'
+            f'<text x="{size / 2}" y="{size / 2 + 22}" text-anchor="middle">static camera</text>'
+        )
         return _svg(size, size, body)
     s = (size - 2 * pad) / span
     centre = (lo + hi) / 2
@@ -134,8 +145,10 @@ def trajectory_svg(world_T_cam: np.ndarray, metric: bool, size: int = 240) -> st
     T = len(xy)
     for k in range(T - 1):  # time-coloured segments (blue -> yellow)
         a, b = to_px(xy[k]), to_px(xy[k + 1])
-        parts.append(f'<line x1="{a[0]:.1f}" y1="{a[1]:.1f}" x2="{b[0]:.1f}" y2="{b[1]:.1f}" '
-                     f'stroke="{_time_colour(k / max(1, T - 2))}" stroke-width="2.5" stroke-linecap="round"/>')
+        parts.append(
+            f'<line x1="{a[0]:.1f}" y1="{a[1]:.1f}" x2="{b[0]:.1f}" y2="{b[1]:.1f}" '
+            f'stroke="{_time_colour(k / max(1, T - 2))}" stroke-width="2.5" stroke-linecap="round"/>'
+        )
     step = max(1, T // 12)
     for k in range(0, T, step):  # where the camera looks
         a = to_px(xy[k])
@@ -144,19 +157,30 @@ def trajectory_svg(world_T_cam: np.ndarray, metric: bool, size: int = 240) -> st
         if n < 1e-6:
             continue
         d = h / n * 14
-        parts.append(f'<line x1="{a[0]:.1f}" y1="{a[1]:.1f}" x2="{a[0] + d[0]:.1f}" y2="{a[1] - d[1]:.1f}" '
-                     'stroke="#555" stroke-width="1" marker-end="url(#arrow)"/>')
+        parts.append(
+            f'<line x1="{a[0]:.1f}" y1="{a[1]:.1f}" x2="{a[0] + d[0]:.1f}" y2="{a[1] - d[1]:.1f}" '
+            'stroke="#555" stroke-width="1" marker-end="url(#arrow)"/>'
+        )
     a, b = to_px(xy[0]), to_px(xy[-1])
-    parts.append(f'<circle cx="{a[0]:.1f}" cy="{a[1]:.1f}" r="5" fill="#2a9d8f"><title>start</title></circle>')
-    parts.append(f'<rect x="{b[0] - 4:.1f}" y="{b[1] - 4:.1f}" width="8" height="8" fill="#e63946"><title>end</title></rect>')
+    parts.append(
+        f'<circle cx="{a[0]:.1f}" cy="{a[1]:.1f}" r="5" fill="#2a9d8f"><title>start</title></circle>'
+    )
+    parts.append(
+        f'<rect x="{b[0] - 4:.1f}" y="{b[1] - 4:.1f}" width="8" height="8" fill="#e63946">'
+        "<title>end</title></rect>"
+    )
     bar = _nice_step(span)
     unit = "m" if metric else "units"
     x0, y0 = pad, size - 8
-    parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x0 + bar * s:.1f}" y2="{y0}" stroke="#222" stroke-width="2"/>')
+    parts.append(
+        f'<line x1="{x0}" y1="{y0}" x2="{x0 + bar * s:.1f}" y2="{y0}" stroke="#222" stroke-width="2"/>'
+    )
     parts.append(f'<text x="{x0}" y="{y0 - 4}">{bar:g} {unit}</text>')
     parts.append(f'<text x="{size - 4}" y="12" text-anchor="end">path {_path_length(c):.2f} {unit}</text>')
-    defs = ('<defs><marker id="arrow" markerWidth="6" markerHeight="6" refX="5" refY="3" orient="auto">'
-            '<path d="M0,0 L6,3 L0,6 z" fill="#555"/></marker></defs>')
+    defs = (
+        '<defs><marker id="arrow" markerWidth="6" markerHeight="6" refX="5" refY="3" orient="auto">'
+        '<path d="M0,0 L6,3 L0,6 z" fill="#555"/></marker></defs>'
+    )
     return _svg(size, size, defs + "".join(parts))
 
 
@@ -201,7 +225,9 @@ def timeline_svg(ep: Episode, width: int = 600) -> str:
         y = i * (row_h + gap) + 4
         parts.append(f'<text x="0" y="{y + row_h - 3}">{html.escape(name)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y}" width="{x_w}" height="{row_h}" fill="#eee"/>')
-        parts.append(f'<text x="{label_w + x_w + 6}" y="{y + row_h - 3}" fill="#555">{html.escape(summary)}</text>')
+        parts.append(
+            f'<text x="{label_w + x_w + 6}" y="{y + row_h - 3}" fill="#555">{html.escape(summary)}</text>'
+        )
         # one bar per frame, height = value (runs of equal values merged to keep the SVG small)
         k = 0
         while k < T:
@@ -213,18 +239,24 @@ def timeline_svg(ep: Episode, width: int = 600) -> str:
                 x = label_w + x_w * k / T
                 w = x_w * (j - k + 1) / T
                 hh = row_h * v
-                parts.append(f'<rect x="{x:.2f}" y="{y + row_h - hh:.2f}" width="{w + 0.3:.2f}" height="{hh:.2f}" '
-                             f'fill="{colour}"/>')
+                parts.append(
+                    f'<rect x="{x:.2f}" y="{y + row_h - hh:.2f}" width="{w + 0.3:.2f}" height="{hh:.2f}" '
+                    f'fill="{colour}"/>'
+                )
             k = j + 1
     y = len(rows) * (row_h + gap) + 12
     parts.append(f'<text x="{label_w}" y="{y}">frame 0</text>')
-    parts.append(f'<text x="{label_w + x_w}" y="{y}" text-anchor="end">{T - 1} ({(T - 1) / ep.fps:.1f} s)</text>')
+    parts.append(
+        f'<text x="{label_w + x_w}" y="{y}" text-anchor="end">{T - 1} ({(T - 1) / ep.fps:.1f} s)</text>'
+    )
     return _svg(width, height, "".join(parts))
 
 
 def _svg(w: float, h: float, body: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-            f'font-family="sans-serif" font-size="11">{body}</svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        f'font-family="sans-serif" font-size="11">{body}</svg>'
+    )
 
 
 # ------------------------------------------------------------------------------------ html
@@ -260,10 +292,21 @@ r.style.display=show?'':'none';});}
 """
 
 _TABLE_COLUMNS = (
-    ("id", "id"), ("status", "status"), ("frames", "frames"), ("fps", "fps"), ("duration_s", "duration s"),
-    ("width", "W"), ("height", "H"), ("camera_degenerate", "camera"), ("metric_scale", "metric"),
-    ("depth_valid_frac", "depth valid"), ("tracks_visible_frac", "tracks vis."), ("hands_left_frac", "left hand"),
-    ("hands_right_frac", "right hand"), ("size_mb", "MB"), ("error", "error"),
+    ("id", "id"),
+    ("status", "status"),
+    ("frames", "frames"),
+    ("fps", "fps"),
+    ("duration_s", "duration s"),
+    ("width", "W"),
+    ("height", "H"),
+    ("camera_degenerate", "camera"),
+    ("metric_scale", "metric"),
+    ("depth_valid_frac", "depth valid"),
+    ("tracks_visible_frac", "tracks vis."),
+    ("hands_left_frac", "left hand"),
+    ("hands_right_frac", "right hand"),
+    ("size_mb", "MB"),
+    ("error", "error"),
 )
 
 
@@ -302,14 +345,22 @@ def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]
             backends = ep.backends()
     except (OSError, KeyError, ValueError, SchemaError) as e:
         msg = e.message if isinstance(e, SchemaError) else str(e)
-        return (f'<div class="card bad" id="ep-{html.escape(row["id"])}"><h3>{html.escape(row["id"])}</h3>'
-                f'<div class="err">{html.escape(msg)}</div></div>')
+        return (
+            f'<div class="card bad" id="ep-{html.escape(row["id"])}"><h3>{html.escape(row["id"])}</h3>'
+            f'<div class="err">{html.escape(msg)}</div></div>'
+        )
     fps = row.get("fps") or 0
-    strip = "".join(f'<figure><img src="{uri}" width="{THUMB_WIDTH}" alt="frame {t}"><figcaption>frame {t} · '
-                    f'{t / fps if fps else 0:.1f} s</figcaption></figure>' for t, uri in rgb)
+    strip = "".join(
+        f'<figure><img src="{uri}" width="{THUMB_WIDTH}" alt="frame {t}"><figcaption>frame {t} · '
+        f"{t / fps if fps else 0:.1f} s</figcaption></figure>"
+        for t, uri in rgb
+    )
     dstrip = "".join(f'<figure><img src="{uri}" width="{THUMB_WIDTH}" alt="depth"></figure>' for uri in depth)
-    be = ", ".join(f"{html.escape(s)}: {html.escape(str(b.get('backend', '?')))}"
-                   for s, b in backends.items() if isinstance(b, dict) and s != "episode")
+    be = ", ".join(
+        f"{html.escape(s)}: {html.escape(str(b.get('backend', '?')))}"
+        for s, b in backends.items()
+        if isinstance(b, dict) and s != "episode"
+    )
     links = [f'<a href="{html.escape(str(row["path"]))}">episode file</a>']
     video = ""
     # `y2r overlay` writes next to the episode by default; the pipeline's place is OUT/viz/.
@@ -318,18 +369,25 @@ def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]
     if ov is not None:
         rel = html.escape(str(ov.relative_to(root)))
         links.append(f'<a href="{rel}">overlay video</a>')
-        video = (f'<div><b>overlay</b><br><video src="{rel}" controls muted loop preload="metadata" '
-                 f'width="{2 * THUMB_WIDTH}"></video></div>')
-    facts = [f'{row.get("frames")} frames', f"{fps:g} fps", f'{row.get("duration_s") or 0:.1f} s',
-             f'{row.get("width")}×{row.get("height")}', f'{row.get("size_mb") or 0:.1f} MB']
+        video = (
+            f'<div><b>overlay</b><br><video src="{rel}" controls muted loop preload="metadata" '
+            f'width="{2 * THUMB_WIDTH}"></video></div>'
+        )
+    facts = [
+        f"{row.get('frames')} frames",
+        f"{fps:g} fps",
+        f"{row.get('duration_s') or 0:.1f} s",
+        f"{row.get('width')}×{row.get('height')}",
+        f"{row.get('size_mb') or 0:.1f} MB",
+    ]
     meta = " · ".join(facts + ([be] if be else []) + links)
     src = html.escape(str(row.get("source_path") or ""))
     return f"""
-<div class="card {_level(issues)}" id="ep-{html.escape(row['id'])}">
-<h3>{html.escape(row['id'])} {_badges(issues)}</h3>
+<div class="card {_level(issues)}" id="ep-{html.escape(row["id"])}">
+<h3>{html.escape(row["id"])} {_badges(issues)}</h3>
 <div class="meta">{meta}<br><span title="source">{src}</span></div>
 <div class="strip">{strip}</div>
-{f'<div class="strip" style="margin-top:4px">{dstrip}</div>' if dstrip else ''}
+{f'<div class="strip" style="margin-top:4px">{dstrip}</div>' if dstrip else ""}
 <div class="row"><div><b>camera path (top view)</b><br>{traj}</div>
 <div><b>timeline</b><br>{timeline}</div>{video}</div>
 </div>"""
@@ -339,21 +397,31 @@ def _stats_table(stats: dict[str, Any]) -> str:
     keys = stats.get("keys", {})
     if not keys:
         return ""
-    head = "<tr><th>key</th><th>selection</th><th>count</th><th>mean</th><th>std</th><th>min</th><th>q05</th>" \
-           "<th>q50</th><th>q95</th><th>max</th></tr>"
+    head = (
+        "<tr><th>key</th><th>selection</th><th>count</th><th>mean</th><th>std</th><th>min</th><th>q05</th>"
+        "<th>q50</th><th>q95</th><th>max</th></tr>"
+    )
 
     def fmt(v: Any) -> str:
         if isinstance(v, list):
             return " ".join("—" if x is None else f"{x:.3g}" for x in v)
         return "" if v is None else f"{v:.3g}"
 
-    body = "".join(
-        f"<tr><td>{html.escape(k)}{' (' + html.escape(s.get('units', '')) + ')' if s.get('units') else ''}</td>"
-        f"<td>{html.escape(s.get('selection', ''))}</td><td class='num'>{max(s.get('count') or [0])}</td>"
-        + "".join(f"<td>{fmt(s.get(f))}</td>" for f in ("mean", "std", "min", "q05", "q50", "q95", "max"))
-        + "</tr>" for k, s in keys.items())
-    return f"<h2>Statistics</h2><p class='sub'>{html.escape(stats.get('method', {}).get('quantiles', ''))}</p>" \
-           f"<table>{head}{body}</table>"
+    def row(k: str, s: dict) -> str:
+        units = f" ({html.escape(s['units'])})" if s.get("units") else ""
+        cells = [
+            f"{html.escape(k)}{units}",
+            html.escape(s.get("selection", "")),
+            str(max(s.get("count") or [0])),
+        ]
+        cells += [fmt(s.get(f)) for f in ("mean", "std", "min", "q05", "q50", "q95", "max")]
+        return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+    body = "".join(row(k, s) for k, s in keys.items())
+    return (
+        f"<h2>Statistics</h2><p class='sub'>{html.escape(stats.get('method', {}).get('quantiles', ''))}</p>"
+        f"<table>{head}{body}</table>"
+    )
 
 
 def render_report(out_root: str | Path, *, max_detailed: int = 200) -> str:
@@ -372,10 +440,17 @@ def render_report(out_root: str | Path, *, max_detailed: int = 200) -> str:
     frames = sum(int(r.get("frames") or 0) for r in ok)
     seconds = sum(float(r.get("duration_s") or 0) for r in ok)
     flagged = sum(1 for r in ok if issues[r["id"]])
-    tiles = [("episodes", len(ok)), ("failed", len(failed)), ("flagged", flagged), ("frames", f"{frames:,}"),
-             ("duration", f"{seconds / 60:.1f} min"),
-             ("size", f"{sum(float(r.get('size_mb') or 0) for r in ok):,.0f} MB")]
-    tiles_html = "".join(f'<div class="tile"><b>{html.escape(str(v))}</b>{html.escape(k)}</div>' for k, v in tiles)
+    tiles = [
+        ("episodes", len(ok)),
+        ("failed", len(failed)),
+        ("flagged", flagged),
+        ("frames", f"{frames:,}"),
+        ("duration", f"{seconds / 60:.1f} min"),
+        ("size", f"{sum(float(r.get('size_mb') or 0) for r in ok):,.0f} MB"),
+    ]
+    tiles_html = "".join(
+        f'<div class="tile"><b>{html.escape(str(v))}</b>{html.escape(k)}</div>' for k, v in tiles
+    )
 
     table_rows = []
     for r in rows:
@@ -390,17 +465,30 @@ def render_report(out_root: str | Path, *, max_detailed: int = 200) -> str:
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _TABLE_COLUMNS)
 
     cards = [_episode_card(root, r, issues[r["id"]]) for r in ok[:max_detailed]]
-    more = (f"<p class='sub'>{len(ok) - max_detailed} more episodes are in the table only.</p>"
-            if len(ok) > max_detailed else "")
+    more = (
+        f"<p class='sub'>{len(ok) - max_detailed} more episodes are in the table only.</p>"
+        if len(ok) > max_detailed
+        else ""
+    )
     failed_html = ""
     if failed:
-        frows = "".join(
-            f"<tr class='bad'><td>{html.escape(str(r['id']))}</td><td>{html.escape(str(r.get('status')))}</td>"
-            f"<td>{html.escape(str(r.get('failed_stage') or ''))}</td><td>{html.escape(str(r.get('error_kind') or ''))}"
-            f"</td><td>{html.escape(str(r.get('source_path') or r.get('path') or ''))}</td>"
-            f"<td class='err'>{html.escape(str(r.get('error') or ''))}</td></tr>" for r in failed)
-        failed_html = ("<h2>Failed videos</h2><table><tr><th>id</th><th>status</th><th>stage</th><th>kind</th>"
-                       f"<th>source</th><th>error</th></tr>{frows}</table>")
+
+        def failed_row(r: dict) -> str:
+            cells = [
+                r["id"],
+                r.get("status"),
+                r.get("failed_stage"),
+                r.get("error_kind"),
+                r.get("source_path") or r.get("path"),
+            ]
+            tds = "".join(f"<td>{html.escape(str(c or ''))}</td>" for c in cells)
+            return f"<tr class='bad'>{tds}<td class='err'>{html.escape(str(r.get('error') or ''))}</td></tr>"
+
+        frows = "".join(failed_row(r) for r in failed)
+        failed_html = (
+            "<h2>Failed videos</h2><table><tr><th>id</th><th>status</th><th>stage</th><th>kind</th>"
+            f"<th>source</th><th>error</th></tr>{frows}</table>"
+        )
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>y2r report: {html.escape(root.name)}</title>
@@ -413,13 +501,13 @@ def render_report(out_root: str | Path, *, max_detailed: int = 200) -> str:
 <input id="filter" placeholder="filter (id, flag, error…)" oninput="filt()">
 <label><input type="checkbox" id="flagged" onchange="filt()"> only flagged</label>
 <div style="max-height:480px;overflow:auto"><table id="videos"><thead><tr>{head}</tr></thead>
-<tbody>{''.join(table_rows)}</tbody></table></div>
+<tbody>{"".join(table_rows)}</tbody></table></div>
 <h2>Episodes</h2>
 <p class="sub">Frames: tracks coloured by id (dot = visible, ring = occluded, line = recent path),
-hands as skeletons (<span style="color:rgb{SIDE_COLOURS['left']}">left</span> /
-<span style="color:rgb{SIDE_COLOURS['right']}">right</span>). Depth: near = red, far = blue, invalid = black.
+hands as skeletons (<span style="color:rgb{SIDE_COLOURS["left"]}">left</span> /
+<span style="color:rgb{SIDE_COLOURS["right"]}">right</span>). Depth: near = red, far = blue, invalid = black.
 Camera path: top view, start ● end ■, arrows = viewing direction, colour = time.</p>
-{''.join(cards)}{more}
+{"".join(cards)}{more}
 {_stats_table(stats)}
 </body></html>
 """

@@ -73,9 +73,15 @@ def test_lerobot_v3_layout_and_values(out_root, tmp_path):
 
 
 def test_files_roll_over_between_episodes(out_root, tmp_path):
-    root = export("lerobot", out_root, tmp_path / "lr", {"data_files_size_in_mb": 0, "video_files_size_in_mb": 0,
-                                                           "include_tracks": False, "vcodec": "mpeg4"})
-    episodes = [r for p in sorted((root / "meta/episodes").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    root = export(
+        "lerobot",
+        out_root,
+        tmp_path / "lr",
+        {"data_files_size_in_mb": 0, "video_files_size_in_mb": 0, "include_tracks": False, "vcodec": "mpeg4"},
+    )
+    episodes = [
+        r for p in sorted((root / "meta/episodes").rglob("*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
     assert [e["data/file_index"] for e in episodes] == [0, 1, 2]
     assert [e["meta/episodes/file_index"] for e in episodes] == [0, 1, 2]
     assert [e["videos/observation.images.rgb/file_index"] for e in episodes] == [0, 1, 2]

@@ -32,7 +32,9 @@ def test_robomimic_layout_and_values(out_root, tmp_path):
             j = obs["hand_left_joints"][()]
             assert not np.isnan(j).any() and (j[~h.valid] == 0).all()
             np.testing.assert_allclose(j[h.valid], h.joints_cam[h.valid].reshape(-1, 63))
-            np.testing.assert_allclose(obs["hand_left_wrist_quat"][()][~h.valid], [[0, 0, 0, 1]] * (~h.valid).sum())
+            np.testing.assert_allclose(
+                obs["hand_left_wrist_quat"][()][~h.valid], [[0, 0, 0, 1]] * (~h.valid).sum()
+            )
             tr = ep.tracks()
             np.testing.assert_allclose(obs["tracks_xyz"][()], np.nan_to_num(tr.xyz_world).reshape(11, -1))
             right_motion, _ = wrist_motion(ep.hand("right"), ep.world_T_cam())

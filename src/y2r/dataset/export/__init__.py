@@ -31,6 +31,8 @@ def export(fmt: str, out_root: str | Path, dest: str | Path, options: dict[str, 
     try:
         target = EXPORTERS[fmt]
     except KeyError:
-        raise UsageError(f"unknown export format '{fmt}'; choose from: {', '.join(sorted(EXPORTERS))}") from None
+        raise UsageError(
+            f"unknown export format '{fmt}'; choose from: {', '.join(sorted(EXPORTERS))}"
+        ) from None
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)(out_root, dest, options)

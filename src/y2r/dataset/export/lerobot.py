@@ -91,7 +91,9 @@ def require_pyarrow() -> tuple[Any, Any]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ToolUnavailable("the LeRobot export needs pyarrow; install it with: pip install 'y2r[export]'") from None
+        raise ToolUnavailable(
+            "the LeRobot export needs pyarrow; install it with: pip install 'y2r[export]'"
+        ) from None
     return pa, pq
 
 
@@ -119,17 +121,25 @@ def _plan(files: list[Path], opts: LeRobotOptions, vcodec: str) -> _Plan:
             depth.append(ep.has("depth/depth"))
             tracks_n.append(ep.read("tracks/query").shape[0] if ep.has("tracks/query") else None)
     if len(fps_values) != 1:
-        raise UsageError(f"LeRobot datasets have one fps; these episodes have {sorted(fps_values)} "
-                         "(re-run with one ingest.fps, or export them separately)")
+        raise UsageError(
+            f"LeRobot datasets have one fps; these episodes have {sorted(fps_values)} "
+            "(re-run with one ingest.fps, or export them separately)"
+        )
     fps = fps_values.pop()
     if abs(fps - round(fps)) > 1e-3:
-        raise UsageError(f"LeRobot needs an integer fps; the episodes have {fps} (set ingest.fps to an integer)")
+        raise UsageError(
+            f"LeRobot needs an integer fps; the episodes have {fps} (set ingest.fps to an integer)"
+        )
     if len(sizes) != 1:
-        raise UsageError(f"LeRobot datasets have one image size; these episodes have {sorted(sizes)} "
-                         "(re-run with one ingest.width/height)")
+        raise UsageError(
+            f"LeRobot datasets have one image size; these episodes have {sorted(sizes)} "
+            "(re-run with one ingest.width/height)"
+        )
     W, H = sizes.pop()
     if any(rgb) and not all(rgb):
-        raise UsageError("some episodes have no /rgb (episode.store_rgb: false): LeRobot needs video for all or none")
+        raise UsageError(
+            "some episodes have no /rgb (episode.store_rgb: false): LeRobot needs video for all or none"
+        )
     n_tracks = 0
     if opts.include_tracks:
         if any(n is None for n in tracks_n):
@@ -137,8 +147,17 @@ def _plan(files: list[Path], opts: LeRobotOptions, vcodec: str) -> _Plan:
         n_tracks = max(tracks_n) if tracks_n else 0
     if opts.include_depth and not all(depth):
         raise UsageError("include_depth: some episodes have no /depth (episode.store_depth: false)")
-    plan = _Plan(fps=int(round(fps)), width=W, height=H, has_rgb=all(rgb), n_tracks=n_tracks,
-                 hands=opts.include_hands, camera=opts.include_camera, depth=opts.include_depth, features={})
+    plan = _Plan(
+        fps=int(round(fps)),
+        width=W,
+        height=H,
+        has_rgb=all(rgb),
+        n_tracks=n_tracks,
+        hands=opts.include_hands,
+        camera=opts.include_camera,
+        depth=opts.include_depth,
+        features={},
+    )
     plan.features = _features(plan, vcodec)
     return plan
 
@@ -148,19 +167,34 @@ def _features(plan: _Plan, vcodec: str) -> dict[str, dict]:
     H, W = plan.height, plan.width
     if plan.has_rgb:
         f[RGB_KEY] = {
-            "dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channels"],
-            "info": {"video.height": H, "video.width": W, "video.codec": _canonical_codec(vcodec),
-                     "video.pix_fmt": _pix_fmt(W, H), "video.is_depth_map": False, "video.fps": plan.fps,
-                     "video.channels": 3, "has_audio": False},
+            "dtype": "video",
+            "shape": [H, W, 3],
+            "names": ["height", "width", "channels"],
+            "info": {
+                "video.height": H,
+                "video.width": W,
+                "video.codec": _canonical_codec(vcodec),
+                "video.pix_fmt": _pix_fmt(W, H),
+                "video.is_depth_map": False,
+                "video.fps": plan.fps,
+                "video.channels": 3,
+                "has_audio": False,
+            },
         }
     f["observation.state"] = {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": STATE_NAMES}
     f["action"] = {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": ACTION_NAMES}
     if plan.hands:
         for s in HAND_SIDES:
-            f[f"observation.hands.{s}.joints_cam"] = {"dtype": "float32", "shape": [NUM_HAND_JOINTS, 3],
-                                                      "names": ["joints", "xyz"]}
-            f[f"observation.hands.{s}.keypoints_2d"] = {"dtype": "float32", "shape": [NUM_HAND_JOINTS, 2],
-                                                        "names": ["joints", "uv"]}
+            f[f"observation.hands.{s}.joints_cam"] = {
+                "dtype": "float32",
+                "shape": [NUM_HAND_JOINTS, 3],
+                "names": ["joints", "xyz"],
+            }
+            f[f"observation.hands.{s}.keypoints_2d"] = {
+                "dtype": "float32",
+                "shape": [NUM_HAND_JOINTS, 2],
+                "names": ["joints", "uv"],
+            }
             f[f"observation.hands.{s}.valid"] = {"dtype": "bool", "shape": [1], "names": None}
     if plan.n_tracks:
         N = plan.n_tracks
@@ -172,8 +206,13 @@ def _features(plan: _Plan, vcodec: str) -> dict[str, dict]:
         f["observation.camera.K"] = {"dtype": "float32", "shape": [3, 3], "names": ["rows", "cols"]}
     if plan.depth:
         f["observation.depth"] = {"dtype": "float32", "shape": [H, W], "names": ["height", "width"]}
-    for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                  ("index", "int64"), ("task_index", "int64")):
+    for k, dt in (
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ):
         f[k] = {"dtype": dt, "shape": [1], "names": None}
     return f
 
@@ -293,9 +332,12 @@ class _LeRobotWriter:
                 vloc, first = self._video_file_for_episode()
                 # Frame k of the file is at k / fps exactly; computing both ends from frame counts
                 # keeps from/to_timestamp free of accumulated rounding.
-                video_meta = {f"videos/{RGB_KEY}/chunk_index": vloc[0], f"videos/{RGB_KEY}/file_index": vloc[1],
-                              f"videos/{RGB_KEY}/from_timestamp": first / plan.fps,
-                              f"videos/{RGB_KEY}/to_timestamp": (first + T) / plan.fps}
+                video_meta = {
+                    f"videos/{RGB_KEY}/chunk_index": vloc[0],
+                    f"videos/{RGB_KEY}/file_index": vloc[1],
+                    f"videos/{RGB_KEY}/from_timestamp": first / plan.fps,
+                    f"videos/{RGB_KEY}/to_timestamp": (first + T) / plan.fps,
+                }
             hands = {s: hand_or_empty(ep, s) for s in HAND_SIDES} if plan.hands else {}
             tr = ep.tracks() if plan.n_tracks else None
             P = ep.world_T_cam() if plan.camera else None
@@ -304,7 +346,8 @@ class _LeRobotWriter:
             for a in range(0, T, _ROWS_PER_GROUP):
                 b = min(T, a + _ROWS_PER_GROUP)
                 cols: dict[str, np.ndarray] = {
-                    "observation.state": state[a:b], "action": action[a:b],
+                    "observation.state": state[a:b],
+                    "action": action[a:b],
                 }
                 for s, h in hands.items():
                     cols[f"observation.hands.{s}.joints_cam"] = h.joints_cam[a:b].astype(np.float32)
@@ -340,11 +383,16 @@ class _LeRobotWriter:
                     self._update_image_stats(ep_stats, rgb)
                 self.index += b - a
             row: dict[str, Any] = {
-                "episode_index": ep_index, "tasks": [self.opts.task], "length": T,
-                "data/chunk_index": data_loc[0], "data/file_index": data_loc[1],
-                "dataset_from_index": from_index, "dataset_to_index": self.index,
+                "episode_index": ep_index,
+                "tasks": [self.opts.task],
+                "length": T,
+                "data/chunk_index": data_loc[0],
+                "data/file_index": data_loc[1],
+                "dataset_from_index": from_index,
+                "dataset_to_index": self.index,
                 **video_meta,
-                "y2r/episode_id": ep.episode_id, "y2r/source_path": str(ep.attrs.get("source_path", "")),
+                "y2r/episode_id": ep.episode_id,
+                "y2r/source_path": str(ep.attrs.get("source_path", "")),
             }
             for key, s in ep_stats.items():
                 for stat, value in self._stat_values(key, s).items():
@@ -359,7 +407,11 @@ class _LeRobotWriter:
     def _data_file_for_episode(self) -> tuple[int, int]:
         # Episodes are never split across files: roll over to a new file between episodes.
         if self.data_writer is not None:
-            size = (self.root / DATA_PATH.format(chunk_index=self.data_loc[0], file_index=self.data_loc[1])).stat().st_size
+            size = (
+                (self.root / DATA_PATH.format(chunk_index=self.data_loc[0], file_index=self.data_loc[1]))
+                .stat()
+                .st_size
+            )
             if size >= self.opts.data_files_size_in_mb * 2**20:
                 self.data_writer.close()
                 self.data_writer = None
@@ -373,10 +425,12 @@ class _LeRobotWriter:
             self.video = None
             self.video_loc = _next_file(*self.video_loc, self.opts.chunks_size)
         if self.video is None:
-            p = self.root / VIDEO_PATH.format(video_key=RGB_KEY, chunk_index=self.video_loc[0],
-                                              file_index=self.video_loc[1])
-            self.video = _VideoFile(p, self.vcodec, self.plan.fps, self.plan.width, self.plan.height,
-                                    self.opts.crf, self.opts.gop)
+            p = self.root / VIDEO_PATH.format(
+                video_key=RGB_KEY, chunk_index=self.video_loc[0], file_index=self.video_loc[1]
+            )
+            self.video = _VideoFile(
+                p, self.vcodec, self.plan.fps, self.plan.width, self.plan.height, self.opts.crf, self.opts.gop
+            )
         return self.video_loc, self.video.frames
 
     def _write_rows(self, cols: dict[str, np.ndarray]) -> None:
@@ -422,8 +476,12 @@ class _LeRobotWriter:
             shape = list(self.plan.features[key]["shape"])
         with np.errstate(invalid="ignore"):
             has = s.count > 0
-            vals = {"mean": np.where(has, s.mean, np.nan), "std": s.std, "min": np.where(has, s.min, np.nan),
-                    "max": np.where(has, s.max, np.nan)}
+            vals = {
+                "mean": np.where(has, s.mean, np.nan),
+                "std": s.std,
+                "min": np.where(has, s.min, np.nan),
+                "max": np.where(has, s.max, np.nan),
+            }
         vals.update(s.quantiles(LEROBOT_QUANTILES))
         out = {k: _nested(np.asarray(v).reshape(shape)) for k, v in vals.items()}
         out["count"] = [int(s.count.max()) if s.count.size else 0]
@@ -483,7 +541,9 @@ class _LeRobotWriter:
             cols = {k: [r.get(k) for r in batch] for k in (batch[0] if batch else {})}
             p = self.root / EPISODES_PATH.format(chunk_index=c, file_index=f)
             p.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table(cols) if cols else pa.table({"episode_index": pa.array([], pa.int64())}), p)
+            pq.write_table(
+                pa.table(cols) if cols else pa.table({"episode_index": pa.array([], pa.int64())}), p
+            )
 
 
 def _nested(a: np.ndarray) -> Any:
@@ -497,12 +557,30 @@ def _write_tasks(pa: Any, pq: Any, path: Path, tasks: list[str]) -> None:
     table = pa.table({"task_index": pa.array(np.arange(len(tasks), dtype=np.int64)), "task": pa.array(tasks)})
     pandas_meta = {
         "index_columns": ["task"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-                            "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-             "metadata": None},
-            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": "task",
+                "field_name": "task",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.0",

@@ -123,13 +123,17 @@ def _write_demo(g: h5py.Group, ep: Episode, comp: dict, next_obs: bool) -> int:
     low: dict[str, np.ndarray] = {}
 
     if ep.has("rgb"):
-        ds = obs.create_dataset("camera_image", shape=(T, H, W, 3), dtype=np.uint8, chunks=(1, H, W, 3), **comp)
+        ds = obs.create_dataset(
+            "camera_image", shape=(T, H, W, 3), dtype=np.uint8, chunks=(1, H, W, 3), **comp
+        )
         for a in range(0, T, _BLOCK):
-            ds[a:a + _BLOCK] = ep.rgb(slice(a, a + _BLOCK))
+            ds[a : a + _BLOCK] = ep.rgb(slice(a, a + _BLOCK))
     if ep.has("depth/depth"):
-        ds = obs.create_dataset("camera_depth", shape=(T, H, W, 1), dtype=np.float32, chunks=(1, H, W, 1), **comp)
+        ds = obs.create_dataset(
+            "camera_depth", shape=(T, H, W, 1), dtype=np.float32, chunks=(1, H, W, 1), **comp
+        )
         for a in range(0, T, _BLOCK):
-            ds[a:a + _BLOCK] = ep.depth(slice(a, a + _BLOCK))[..., None]
+            ds[a : a + _BLOCK] = ep.depth(slice(a, a + _BLOCK))[..., None]
     P = ep.world_T_cam().astype(np.float64)
     K = ep.K()
     low["camera_pos"] = P[:, :3, 3]
@@ -164,12 +168,13 @@ def _write_demo(g: h5py.Group, ep: Episode, comp: dict, next_obs: bool) -> int:
         nxt = g.create_group("next_obs")
         for k in obs:
             src = obs[k]
-            ds = nxt.create_dataset(k, shape=src.shape, dtype=src.dtype, chunks=src.chunks,
-                                    **(comp if src.chunks else {}))
+            ds = nxt.create_dataset(
+                k, shape=src.shape, dtype=src.dtype, chunks=src.chunks, **(comp if src.chunks else {})
+            )
             for a in range(0, T, _BLOCK):
                 b = min(T, a + _BLOCK)
-                block = src[a + 1:min(b + 1, T)]
+                block = src[a + 1 : min(b + 1, T)]
                 if b == T:  # the last frame's next observation is itself
-                    block = np.concatenate([block, src[T - 1:T]])
+                    block = np.concatenate([block, src[T - 1 : T]])
                 ds[a:b] = block
     return T

@@ -20,8 +20,11 @@ from y2r.artifacts import HAND_SIDES, HandTrack
 from y2r.dataset.reader import Episode
 from y2r.geometry import invert_se3
 
-STATE_NAMES: list[str] = [f"{side}.{n}" for side in HAND_SIDES
-                          for n in ("valid", "x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32")]
+STATE_NAMES: list[str] = [
+    f"{side}.{n}"
+    for side in HAND_SIDES
+    for n in ("valid", "x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32")
+]
 ACTION_NAMES: list[str] = [f"{side}.d{a}" for side in HAND_SIDES for a in ("x", "y", "z")]
 
 
@@ -70,7 +73,9 @@ def wrist_motion(h: HandTrack, world_T_cam: np.ndarray) -> tuple[np.ndarray, np.
         W = world_T_cam.astype(np.float64)
         cam_t_T_cam_next = invert_se3(W[t]) @ W[t + 1]
         p_next = h.cam_T_wrist[t + 1, :3, 3].astype(np.float64)
-        p_next_in_t = np.einsum("nij,nj->ni", cam_t_T_cam_next[:, :3, :3], p_next) + cam_t_T_cam_next[:, :3, 3]
+        p_next_in_t = (
+            np.einsum("nij,nj->ni", cam_t_T_cam_next[:, :3, :3], p_next) + cam_t_T_cam_next[:, :3, 3]
+        )
         out[t] = p_next_in_t - h.cam_T_wrist[t, :3, 3]
     return out, ok
 
