@@ -1,0 +1,1 @@
+"""Evaluation against ground truth: standard metrics for each stage's output."""

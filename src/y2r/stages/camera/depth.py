@@ -1,0 +1,302 @@
+"""Dense depth by plane-sweep multi-view stereo from the estimated camera poses.
+
+For each frame (the reference) a neighbour before and one after it are warped onto fronto-parallel
+planes of the reference camera, sampled uniformly in inverse depth (Collins 1996; Gallup et al.
+2007). For a plane at inverse depth rho, reference pixel x maps to ``H(rho) x`` in a neighbour,
+``H(rho) = K R K^-1 + rho K t e3^T K^-1`` with (R, t) = neighbour_T_ref, so every hypothesis is
+one ``warpPerspective``.
+
+Matching cost: every image is locally contrast-normalised once (window mean subtracted, divided by
+the window std), and a hypothesis costs the window mean of the squared difference between the
+normalised reference and the warped normalised neighbour. For a correct match the two normalised
+patches coincide whatever the gain and offset between the frames, like ZNCC, but a hypothesis
+costs one warp, one product and one box filter instead of ZNCC's three box filters: what makes
+the sweep fit the speed budget on one core. The costs of the two neighbours are averaged where
+both see the pixel. The volume is never stored: the best plane and the costs around it are
+tracked while sweeping, then refined by a parabola (sub-plane precision).
+
+Validity, in order: enough texture; a minimum inside the sweep (not at its ends); a true ZNCC of
+the chosen depth above ``min_correlation`` (computed once per frame at the winner); agreement of
+the depth with the neighbours' own depth maps (multi-view consistency: catches occlusions, moving
+objects and mismatches). Depth is computed at ``scale`` times the stored resolution and upsampled
+without blending invalid pixels into valid ones.
+
+Neighbours are chosen per reference so that one plane step moves about ``target_step_px`` pixels
+in the neighbour: a much shorter baseline gives depth that is mostly noise, a much longer one
+changes appearance and occlusions more than needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from y2r.geometry import invert_se3
+
+
+@dataclass
+class DepthOptions:
+    planes: int = 64
+    scale: float = 0.5
+    window: int = 7  # correlation window, pixels at depth resolution (odd)
+    max_frame_gap: int = 10  # neighbours are searched within this many frames
+    # Desired image motion (pixels at depth resolution) between adjacent planes in the neighbour.
+    target_step_px: float = 0.75
+    # A neighbour whose baseline gives less than this fraction of the target is not used.
+    min_baseline_fraction: float = 0.2
+    min_correlation: float = 0.5
+    min_texture: float = 1.5  # grey levels (0-255): local std of the reference below this is flat
+    # Relative depth agreement with a neighbour's depth map for the multi-view consistency check.
+    consistency: float = 0.05
+    min_consistent: int = 1  # neighbours that must agree
+
+
+@dataclass
+class DepthResult:
+    depth: np.ndarray  # (T,H,W) float32, z-depth, NaN where invalid
+    valid: np.ndarray  # (T,H,W) bool
+    stats: dict
+
+
+def scaled_K(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """K for an image resized by (sx, sy), keeping integer coordinates at pixel centres."""
+    Ks = K.astype(np.float64).copy()
+    Ks[0, 0] *= sx
+    Ks[0, 1] *= sx
+    Ks[1, 1] *= sy
+    Ks[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    Ks[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return Ks
+
+
+def local_stats(img: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the image over a square window at every pixel."""
+    k = (window, window)
+    mu = cv2.boxFilter(img, -1, k, borderType=cv2.BORDER_REFLECT)
+    var = cv2.boxFilter(img * img, -1, k, borderType=cv2.BORDER_REFLECT) - mu * mu
+    return mu, np.sqrt(np.maximum(var, 0.0))
+
+
+@dataclass
+class _Frame:
+    """A frame at depth resolution: the image, its local statistics and its normalised version."""
+
+    img: np.ndarray
+    mu: np.ndarray
+    std: np.ndarray
+    lcn: np.ndarray  # (img - mu) / std: local contrast normalisation
+
+
+def _prepare(img: np.ndarray, window: int, min_texture: float) -> _Frame:
+    mu, std = local_stats(img, window)
+    return _Frame(img, mu, std, (img - mu) / np.maximum(std, max(min_texture, 1e-3)))
+
+
+def choose_neighbours(centres: np.ndarray, t: int, step_baseline: float, opt: DepthOptions,
+                      usable: np.ndarray) -> list[int]:
+    """One neighbour before and one after ``t``, each with the baseline closest to the target.
+
+    ``step_baseline`` is the baseline that moves a plane step by ``target_step_px`` pixels.
+    """
+    T = len(centres)
+    out = []
+    for direction in (-1, 1):
+        best, best_err = None, np.inf
+        for s in range(t + direction, t + direction * (opt.max_frame_gap + 1), direction):
+            if s < 0 or s >= T:
+                break
+            if not usable[s]:
+                continue
+            b = float(np.linalg.norm(centres[s] - centres[t]))
+            if b < opt.min_baseline_fraction * step_baseline:
+                continue
+            err = abs(np.log(b / step_baseline))
+            if err < best_err:
+                best, best_err = s, err
+            if b > step_baseline:
+                break  # baselines only grow further out (for smooth motion); stop at the first overshoot
+        if best is not None:
+            out.append(best)
+    return out
+
+
+# Normalised patches are ~unit variance: unrelated ones differ by 2 in mean square. A window
+# touching a warp's outside (value OUTSIDE) exceeds the cap and so costs exactly CAP.
+CAP = np.float32(2.0)
+OUTSIDE = 100.0
+
+
+def _plane_homographies(Ks: np.ndarray, rel: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(H0, H1) per neighbour with H(rho) = H0 + rho H1 mapping reference pixels to the neighbour."""
+    Kinv = np.linalg.inv(Ks)
+    return [(Ks @ T[:3, :3] @ Kinv, np.outer(Ks @ T[:3, 3], Kinv[2])) for T in rel]
+
+
+def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray], rho: np.ndarray,
+          window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plane sweep with streaming winner-take-all: (inverse depth, best cost, peak-is-interior).
+
+    A neighbour that cannot see a hypothesis (its warp leaves the image) contributes the capped
+    cost ``CAP``, the expected cost of two unrelated normalised patches: "no evidence". Since the
+    sum over neighbours is what is minimised, this needs no per-plane visibility bookkeeping: the
+    warp's constant border value makes any window that touches the outside exceed the cap.
+    """
+    h, w = ref.img.shape
+    k = (window, window)
+    Hs = _plane_homographies(Ks, rel)
+    inf = np.float32(np.inf)
+    best = np.full((h, w), inf, np.float32)
+    idx = np.zeros((h, w), np.float32)
+    c_prev = np.full((h, w), inf, np.float32)  # cost of the plane before the best one
+    c_next = np.full((h, w), inf, np.float32)  # ... and after it
+    prev = np.full((h, w), inf, np.float32)
+    cost = np.empty((h, w), np.float32)
+    for i, r in enumerate(rho):
+        cost.fill(CAP)
+        for nb, (H0, H1) in zip(neigh, Hs):
+            wp = cv2.warpPerspective(nb.lcn, H0 + r * H1, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=OUTSIDE)
+            d = cv2.subtract(ref.lcn, wp)
+            c = cv2.boxFilter(cv2.multiply(d, d), -1, k, borderType=cv2.BORDER_REFLECT)
+            cv2.min(cost, c, dst=cost)
+        fi = np.float32(i)
+        better = cost < best
+        np.copyto(c_prev, prev, where=better)
+        np.copyto(idx, fi, where=better)
+        np.copyto(best, cost, where=better)
+        np.copyto(c_next, cost, where=idx == fi - 1)
+        prev, cost = cost, prev  # reuse the buffers
+    P = len(rho)
+    # A pixel no neighbour sees on any plane costs CAP everywhere: no minimum, no depth.
+    interior = (idx > 0) & (idx < P - 1) & (best < CAP * 0.999)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        denom = np.where(interior, c_prev - 2 * best + c_next, 1.0)
+        offset = np.where(interior & (denom > 0), 0.5 * (c_prev - c_next) / denom, 0.0)
+    offset = np.clip(offset, -0.5, 0.5)
+    step = (rho[-1] - rho[0]) / (P - 1)
+    return (rho[0] + (idx + offset) * step).astype(np.float32), best, interior
+
+
+def zncc_at(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray], inv_depth: np.ndarray,
+            window: int) -> np.ndarray:
+    """ZNCC of each reference window with the neighbours warped by each pixel's chosen depth.
+
+    Mean over the neighbours that see the pixel, -1 where none does: the confidence of the depth.
+    """
+    h, w = ref.img.shape
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    grid = np.stack([u, v, np.ones_like(u)], 0).reshape(3, -1)
+    k = (window, window)
+    acc = np.zeros((h, w), np.float32)
+    cnt = np.zeros((h, w), np.float32)
+    rho = inv_depth.reshape(-1).astype(np.float64)
+    for nb, (H0, H1) in zip(neigh, _plane_homographies(Ks, rel)):
+        p = H0 @ grid + rho * (H1 @ grid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu_, mv_ = p[0] / p[2], p[1] / p[2]
+        inside = ((p[2] > 0) & (mu_ >= 0) & (mu_ <= w - 1) & (mv_ >= 0) & (mv_ <= h - 1)).reshape(h, w)
+        mu_ = np.where(inside.reshape(-1), mu_, 0).reshape(h, w).astype(np.float32)
+        mv_ = np.where(inside.reshape(-1), mv_, 0).reshape(h, w).astype(np.float32)
+        wp = cv2.remap(nb.img, mu_, mv_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mw, sw = local_stats(wp, window)
+        cov = cv2.boxFilter(ref.img * wp, -1, k, borderType=cv2.BORDER_REFLECT) - ref.mu * mw
+        acc += np.where(inside, cov / (ref.std * sw + 1e-3), 0.0).astype(np.float32)
+        cnt += inside
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, acc / cnt, -1.0).astype(np.float32)
+
+
+def consistency_mask(depth: np.ndarray, valid: np.ndarray, Ks: np.ndarray, cam_T_world: np.ndarray,
+                     neighbours: list[list[int]], tol: float, need: int) -> np.ndarray:
+    """Keep pixels whose 3D point lands, in enough neighbours, on a depth that agrees within ``tol``."""
+    T, h, w = depth.shape
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(Ks).T
+    out = np.zeros_like(valid)
+    for t in range(T):
+        m = valid[t].reshape(-1)
+        if not m.any() or not neighbours[t]:
+            continue
+        X = rays[m] * depth[t].reshape(-1)[m, None]
+        agree = np.zeros(m.sum(), np.int32)
+        for s in neighbours[t]:
+            T_st = cam_T_world[s] @ invert_se3(cam_T_world[t])
+            Xs = X @ T_st[:3, :3].T + T_st[:3, 3]
+            z = Xs[:, 2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                us = np.rint(Xs[:, 0] / z * Ks[0, 0] + Ks[0, 2]).astype(np.int64, copy=False)
+                vs = np.rint(Xs[:, 1] / z * Ks[1, 1] + Ks[1, 2]).astype(np.int64, copy=False)
+            inside = (z > 0) & (us >= 0) & (us < w) & (vs >= 0) & (vs < h)
+            d_s = np.full(len(z), np.nan)
+            d_s[inside] = np.where(valid[s][vs[inside], us[inside]], depth[s][vs[inside], us[inside]], np.nan)
+            with np.errstate(invalid="ignore"):
+                agree += (np.abs(z - d_s) <= tol * d_s).astype(np.int32)
+        out[t].reshape(-1)[np.flatnonzero(m)[agree >= need]] = True
+    return out
+
+
+def upsample(depth: np.ndarray, valid: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Upsample depth without inventing values across invalid pixels or depth edges.
+
+    Bilinear (in inverse depth) where every contributing low-resolution pixel is valid, the
+    nearest low-resolution value elsewhere inside the valid region; invalid stays invalid.
+    """
+    inv = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0).astype(np.float32)
+    wsum = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    isum = cv2.resize(inv, (width, height), interpolation=cv2.INTER_LINEAR)
+    near_valid = cv2.resize(valid.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    near_depth = cv2.resize(np.where(valid, depth, 0).astype(np.float32), (width, height),
+                            interpolation=cv2.INTER_NEAREST)
+    full = wsum > 0.999  # every contributing low-resolution pixel was valid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(full, 1.0 / isum, near_depth).astype(np.float32)
+    ok = near_valid & np.isfinite(d) & (d > 0)
+    return np.where(ok, d, np.nan).astype(np.float32), ok
+
+
+def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, depth_ranges: np.ndarray,
+                      opt: DepthOptions, usable: np.ndarray | None = None, progress=None) -> DepthResult:
+    """Depth for every frame of a grey video (T,H,W) uint8 with known K and poses (cam_T_world).
+
+    ``depth_ranges`` (T,2) are per-frame [near, far] bounds (from the sparse reconstruction);
+    frames with a non-finite range, or ``usable`` False, get no depth.
+    """
+    T, H, W = grey.shape
+    h, w = max(int(round(H * opt.scale)), 8), max(int(round(W * opt.scale)), 8)
+    Ks = scaled_K(K, w / W, h / H)
+    usable = np.ones(T, bool) if usable is None else usable
+    frames = [_prepare((cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W, H) else g)
+                       .astype(np.float32), opt.window, opt.min_texture) for g in grey]
+    centres = invert_se3(cam_T_world)[:, :3, 3]
+
+    depth = np.full((T, h, w), np.nan, np.float32)
+    valid = np.zeros((T, h, w), bool)
+    neighbours: list[list[int]] = [[] for _ in range(T)]
+    for t in range(T):
+        near, far = depth_ranges[t]
+        if usable[t] and np.isfinite(near) and np.isfinite(far) and far > near > 0:
+            rho = np.linspace(1.0 / far, 1.0 / near, opt.planes)
+            # Baseline b moves a plane step by about f * b * step pixels (fronto-parallel motion).
+            step_baseline = opt.target_step_px / (Ks[0, 0] * (rho[1] - rho[0]))
+            nb = choose_neighbours(centres, t, step_baseline, opt, usable)
+            neighbours[t] = nb
+            if nb:
+                rel = [cam_T_world[s] @ invert_se3(cam_T_world[t]) for s in nb]
+                ref, neigh = frames[t], [frames[s] for s in nb]
+                inv_d, _, interior = sweep(ref, neigh, Ks, rel, rho, opt.window)
+                ok = interior & (ref.std >= opt.min_texture) & (inv_d > 0)
+                ok &= zncc_at(ref, neigh, Ks, rel, inv_d, opt.window) >= opt.min_correlation
+                depth[t] = np.where(ok, 1.0 / np.where(ok, inv_d, 1.0), np.nan)
+                valid[t] = ok
+        if progress is not None:
+            progress(t + 1, T)
+    valid = consistency_mask(depth, valid, Ks, cam_T_world, neighbours, opt.consistency, opt.min_consistent)
+    depth = np.where(valid, depth, np.nan)
+    if (w, h) != (W, H):
+        up = [upsample(depth[t], valid[t], W, H) for t in range(T)]
+        depth = np.stack([d for d, _ in up])
+        valid = np.stack([v for _, v in up])
+    return DepthResult(depth=depth.astype(np.float32), valid=valid,
+                       stats={"depth_resolution": [w, h], "frames_with_neighbours": int(sum(bool(n) for n in neighbours))})
