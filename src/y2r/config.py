@@ -73,6 +73,10 @@ class BuiltinCameraOptions(Section):
     metric_scale_m: float | None = Field(
         None, gt=0, description="If set, scale the reconstruction so the median scene depth of frame 0 is this many metres."
     )
+    fallback_fov_deg: float = Field(
+        60.0, gt=1, lt=179,
+        description="Horizontal FOV assumed when self-calibration cannot observe the focal (static camera, pure translation, low texture).",
+    )
 
 
 class ViPEOptions(Section):
