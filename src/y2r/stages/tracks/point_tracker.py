@@ -1,0 +1,444 @@
+"""The built-in point tracker: 2D tracks with visibility, re-acquisition after occlusion, and 3D lifting.
+
+Per frame and point, both forward and backward in time from the query frame:
+
+1. **Predict.** A *static* point (see "static anchors" below) is predicted by projecting its world
+   anchor with this frame's K and pose, and its template's affine shape by projecting its lifted
+   query patch; any other point by its recent 2D velocity (decaying while unseen) and last shape.
+2. **Flow.** Points visible in the previous frame are tracked frame to frame with pyramidal
+   Lucas-Kanade started at the prediction, with a forward-backward check (``optical_flow.py``).
+   A failure is retried once from zero motion (a bad prediction must not cost the point).
+3. **Refine against the query template** (``template_alignment.py``): affine inverse-compositional
+   alignment of the *query-frame* patch, started at the flow result. The reference never changes,
+   so error does not accumulate (drift control). Template pixels that were on another surface in
+   the query frame, or are covered by something nearer now (depth), are left out. Where the query
+   template no longer matches but the flow is consistent, a *recent* template (re-captured every
+   few frames while the point is confidently seen) is tried, guarded by a looser correlation with
+   the query template: gradual appearance change (a face turning away, a deforming hand) is
+   followed, a jump elsewhere is not.
+4. **Search** (``reacquisition.py``) around the prediction for every point still without a
+   measurement (occluded, out of view, or its flow failed), then refine with a stricter NCC.
+5. **Judge** (``occlusion.py``): a measurement must be inside the image, not behind a nearer
+   surface in the depth map, and -- for a static point -- agree with its anchor's projection
+   (Mahalanobis gate on their combined covariance); agreeing, the two are fused (a Kalman update:
+   along an edge the measurement is uncertain and the projection decides). A static point's
+   projection is itself a hypothesis that can make the point visible (partial occlusion of its
+   patch, where the appearance test alone fails) when the depth map shows a surface at the
+   anchor's depth there and the template agrees loosely; a measurement contradicting a static
+   point is believed only when that hypothesis is refuted (otherwise it is a tracker error: an
+   occluder's edge dragging the patch, a window stuck at the image border).
+6. **Update.** A visible point takes the chosen position, shape and velocity; its 3D position is
+   lifted from this frame's depth. A point not visible keeps its *predicted* position as its uv
+   (the best estimate, as TAPIP3D and CoTracker report occluded points too); its world position
+   is its anchor when it is static, else unknown (NaN).
+
+**Static anchors.** Each point carries a world anchor, first its query-frame 3D point. Observations
+that agree with the anchor's projection (and do not contradict its depth) count up; after
+``static_agreement_frames`` of them the point is static. An observation that disagrees replaces the
+anchor by the current 3D position and resets the count (the point is on something that moves; if
+it comes to rest it becomes static again). The last trusted anchor is kept as a fallback and tried
+when the point is lost (it was dragged off by an occluder, not moved). So static/moving is decided
+per point from evidence; bad poses or missing depth simply leave points moving, tracked in 2D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from y2r.stages.tracks.camera_geometry import CameraModel
+from y2r.stages.tracks.occlusion import depth_consistent, depth_contradicts, depth_occluded, inside_image
+from y2r.stages.tracks.optical_flow import FlowFrame, track_forward_backward
+from y2r.stages.tracks.reacquisition import search, warped_patches
+from y2r.stages.tracks.template_alignment import TemplateAligner, window_offsets
+
+# 99% quantile of the chi-square distribution with 2 degrees of freedom (a 2D Mahalanobis gate).
+_CHI2_2DOF_99 = 9.21
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Tuning of the tracker (the backend fills the first group from ``tracks.builtin``)."""
+
+    window: int = 21  # LK window (pixels)
+    levels: int = 3  # LK pyramid levels above the base
+    fb_threshold_px: float = 1.0  # forward-backward error above which a flow step is rejected
+    occlusion_depth_tol: float = 0.05  # relative depth margin of the occlusion and consistency tests
+    template_radius: int = 7  # template patch is (2r+1)^2
+    ncc_visible: float = 0.7  # template NCC for a point followed by flow
+    ncc_reacquire: float = 0.8  # stricter NCC for a point found by search (no flow evidence)
+
+    ncc_geometric: float = 0.5  # NCC enough for a static point whose projection the depth map confirms
+    ncc_drift_guard: float = 0.4  # query-template NCC a recent-template match must keep
+    score_sigma: float = 3.5  # Gaussian window (pixels) of the NCC that judges appearance
+    align_iterations: int = 5  # Gauss-Newton iterations of the template alignment (most stop earlier)
+    max_correction_px: float = 3.0  # largest template correction of a flow / search result
+    template_update_frames: int = 3  # the recent template is re-captured at most this often
+    min_in_image: float = 0.75  # share of the template inside the image needed to accept a measurement
+    min_support: float = 0.4  # ... and share both inside and not covered by a nearer surface
+    surface_depth_tol: float = 0.15  # relative depth step beyond which a template pixel is another surface
+    static_tolerance_px: float = 3.0  # largest distance at which a measurement can agree with its anchor
+    static_agreement_frames: int = 3  # agreeing observations after which a re-anchored point is static
+    search_radius_px: float = 8.0  # re-acquisition search radius for a moving point just lost
+    search_growth_px: float = 4.0  # ... growing by this much per frame unseen
+    max_search_radius_px: float = 48.0
+    static_search_radius_px: float = 4.0  # search radius around a static point's projection (+1 px/frame)
+    velocity_decay: float = 0.8  # per unseen frame, for the constant-velocity prediction
+    smooth_sigma: float = 1.0  # Gaussian smoothing (pixels) of the images the templates see
+
+
+@dataclass
+class Tracks:
+    uv: np.ndarray  # (T,N,2) float64; measured where visible, predicted elsewhere; NaN where no estimate
+    visible: np.ndarray  # (T,N) bool
+    xyz_world: np.ndarray  # (T,N,3) float64; NaN where unknown
+    static: np.ndarray  # (T,N) bool, the point's static/moving state at that frame
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """Per-point state carried from one frame to the next within one pass."""
+
+    pos: np.ndarray  # (N,2) position estimate at the previous frame
+    visible: np.ndarray  # (N,) bool
+    A: np.ndarray  # (N,2,2) affine shape of the query template in the image
+    vel: np.ndarray  # (N,2) 2D velocity (pixels / frame)
+    anchor: np.ndarray  # (N,3) world anchor (NaN: none)
+    static: np.ndarray  # (N,) bool
+    agree: np.ndarray  # (N,) int, consecutive visible frames that agreed with the anchor
+    fallback: np.ndarray  # (N,3) the last trusted anchor, kept after re-anchoring (NaN: none)
+    z_last: np.ndarray  # (N,) last observed camera depth (NaN: none)
+    A_capture: np.ndarray  # (N,2,2) query-template shape when the recent template was captured
+    since_capture: np.ndarray  # (N,) int, frames since the recent template was captured
+    unseen: np.ndarray  # (N,) int, frames since last visible
+
+    def copy(self) -> _State:
+        return _State(*(np.array(getattr(self, f.name)) for f in fields(self)))
+
+
+@dataclass
+class _Measurements:
+    """Image measurements of one frame (NaN position where none was accepted)."""
+
+    pos: np.ndarray  # (N,2)
+    A: np.ndarray  # (N,2,2) query-template shape
+    ncc: np.ndarray  # (N,) appearance score of the template that matched
+    cov: np.ndarray  # (N,2,2) position covariance
+
+    @classmethod
+    def empty(cls, A: np.ndarray) -> _Measurements:
+        N = len(A)
+        return cls(np.full((N, 2), np.nan), A.copy(), np.full(N, -1.0), np.tile(np.eye(2), (N, 1, 1)))
+
+    def accept(self, idx: np.ndarray, pos: np.ndarray, A: np.ndarray, ncc: np.ndarray,
+               cov: np.ndarray) -> None:
+        self.pos[idx], self.A[idx], self.ncc[idx], self.cov[idx] = pos, A, ncc, cov
+
+    @property
+    def have(self) -> np.ndarray:
+        return np.isfinite(self.pos).all(1)
+
+
+class PointTracker:
+    """Tracks query points of one frame through a clip (see the module docstring)."""
+
+    def __init__(self, settings: TrackerSettings | None = None):
+        self.s = settings or TrackerSettings()
+
+    def track(
+        self,
+        frames: Sequence[np.ndarray] | np.ndarray,
+        query_uv: np.ndarray,
+        query_frame: int,
+        camera: CameraModel | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tracks:
+        """Track ``query_uv`` (N,2), given on frame ``query_frame``, through ``frames`` (T,H,W,3) uint8.
+
+        ``camera`` None tracks in 2D only (xyz all NaN).
+        """
+        s = self.s
+        T = len(frames)
+        H, W = frames[0].shape[:2]
+        q = np.asarray(query_uv, np.float64).reshape(-1, 2)
+        N = len(q)
+        cam = camera if camera is not None else CameraModel.absent(T, H, W)
+        cam.depth_edge_tol = s.occlusion_depth_tol
+        self._cam = cam
+        self._counts = dict.fromkeys(
+            ("flow_ok", "flow_tried", "reacquired", "depth_occluded", "recent_template"), 0)
+        out = Tracks(uv=np.full((T, N, 2), np.nan), visible=np.zeros((T, N), bool),
+                     xyz_world=np.full((T, N, 3), np.nan), static=np.zeros((T, N), bool))
+
+        qf = FlowFrame.from_rgb(frames[query_frame], s.smooth_sigma)
+        z0 = cam.observed_depth(query_frame, q)
+        anchor = cam.lift(query_frame, q, z0)
+        offsets = window_offsets(s.template_radius)
+        # Depth of each template pixel in the query frame; those on another surface than the point
+        # (a depth jump beyond surface_depth_tol) are left out of its template.
+        self._template_depth = cam.depth_at(query_frame, q[:, None, :] + offsets[None])  # (N,P), inf: unknown
+        self._template_mask = ~depth_contradicts(z0[:, None], np.where(np.isfinite(self._template_depth),
+                                                                         self._template_depth, np.nan),
+                                                 s.surface_depth_tol)
+        self._z0 = z0
+        self._query_anchor = anchor
+        self._query_smooth = qf.smooth
+        self._q = q
+        self._aligner = self._new_aligner()
+        # A coarse grid of the template's same-surface pixels lifted to 3D: projected into a later
+        # frame, it gives a static point's affine shape there (CameraModel.local_affine).
+        step = max(s.template_radius // 2, 1)
+        self._shape_offsets = offsets[(np.abs(offsets) % step == 0).all(1)]
+        px = q[:, None, :] + self._shape_offsets[None]
+        zs = cam.depth_at(query_frame, px)
+        same = depth_consistent(z0[:, None], np.where(np.isfinite(zs), zs, np.nan), s.surface_depth_tol)
+        zs = np.where(same, zs, np.nan)
+        self._shape_world = cam.lift(query_frame, px.reshape(-1, 2), zs.reshape(-1)).reshape(N, -1, 3)
+
+        static0 = np.isfinite(anchor).all(1) & cam.poses_usable
+        init = _State(
+            pos=q.copy(), visible=inside_image(q, (H, W)), A=np.tile(np.eye(2), (N, 1, 1)),
+            vel=np.zeros((N, 2)),
+            anchor=anchor, static=static0,
+            # The query anchor starts trusted: the first observation that contradicts it re-anchors.
+            agree=np.where(static0, s.static_agreement_frames, 0), fallback=np.full((N, 3), np.nan),
+            z_last=z0,
+            A_capture=np.tile(np.eye(2), (N, 1, 1)), since_capture=np.zeros(N, int), unseen=np.zeros(N, int),
+        )
+        out.uv[query_frame] = q
+        out.visible[query_frame] = init.visible
+        out.xyz_world[query_frame] = anchor
+        out.static[query_frame] = init.static
+
+        done = 1
+        for order in (range(query_frame, T), range(query_frame, -1, -1)):
+            state, prev = init.copy(), qf
+            self._recent = self._new_aligner()  # each pass starts from the query templates
+            for t in order[1:]:
+                cur = FlowFrame.from_rgb(frames[t], s.smooth_sigma)
+                state = self._step(prev, cur, t, state, out)
+                prev = cur
+                done += 1
+                if progress is not None:
+                    progress(done, T)
+        c = self._counts
+        out.stats = {
+            "flow_success": c["flow_ok"] / max(c["flow_tried"], 1),
+            "reacquired": int(c["reacquired"]),
+            "depth_occluded": int(c["depth_occluded"]),
+            "recent_template_matches": int(c["recent_template"]),
+            "visible_fraction": float(out.visible.mean()) if out.visible.size else 0.0,
+            "static_fraction": float(out.static.mean()) if out.static.size else 0.0,
+            "weak_texture_queries": int((self._aligner.min_eig < 1.0).sum()),
+        }
+        return out
+
+    def _new_aligner(self) -> TemplateAligner:
+        return TemplateAligner(self._query_smooth, self._q, radius=self.s.template_radius,
+                               score_sigma=self.s.score_sigma, template_mask=self._template_mask)
+
+    # ------------------------------------------------------------------------------ one frame
+    def _step(self, prev: FlowFrame, cur: FlowFrame, t: int, st: _State, out: Tracks) -> _State:
+        s, cam = self.s, self._cam
+        shape = cur.shape
+        tol = s.occlusion_depth_tol
+
+        # 1. Predict position, depth and template shape.
+        proj, z_proj = cam.project(t, st.anchor)
+        static = st.static & np.isfinite(proj).all(1)
+        pred = np.where(static[:, None], proj, st.pos + st.vel)
+        z_hint = np.where(static, z_proj, st.z_last)
+        A_prior = st.A.copy()
+        # (the lifted query patch belongs to the query anchor: only points still there use it)
+        si = np.flatnonzero(static & (st.anchor == self._query_anchor).all(1))
+        A_geo = cam.local_affine(t, self._shape_world[si], self._shape_offsets, proj[si])
+        has = np.isfinite(A_geo).all((1, 2))
+        A_prior[si[has]] = A_geo[has]
+
+        # 2-3. Flow, refined on the query template, else on the recent one.
+        m = _Measurements.empty(A_prior)
+        idx = np.flatnonzero(st.visible)
+        if idx.size:
+            fl = track_forward_backward(prev, cur, st.pos[idx], pred[idx], window=s.window, levels=s.levels,
+                                        fb_threshold_px=s.fb_threshold_px)
+            retry = ~fl.ok & np.any(pred[idx] != st.pos[idx], axis=1)
+            if retry.any():
+                r = idx[retry]
+                fl2 = track_forward_backward(prev, cur, st.pos[r], st.pos[r], window=s.window,
+                                             levels=s.levels, fb_threshold_px=s.fb_threshold_px)
+                fl.points[retry], fl.ok[retry] = fl2.points, fl2.ok
+            self._counts["flow_tried"] += idx.size
+            self._counts["flow_ok"] += int(fl.ok.sum())
+            self._refine(cur, t, idx[fl.ok], fl.points[fl.ok], A_prior, z_hint, s.ncc_visible, m)
+            lost = fl.ok & ~m.have[idx]
+            self._refine_recent(cur, t, idx[lost], fl.points[lost], A_prior, st.A_capture, z_hint, m)
+
+        # 4. Search near the prediction for every point still without a measurement.
+        need = np.flatnonzero(~m.have & inside_image(pred, shape))
+        if need.size:
+            radius = np.where(
+                static[need],
+                np.minimum(s.static_search_radius_px + st.unseen[need], s.max_search_radius_px),
+                np.minimum(s.search_radius_px + s.search_growth_px * st.unseen[need], s.max_search_radius_px))
+            patches = warped_patches(self._query_smooth, self._q[need], A_prior[need], s.template_radius)
+            found, _ = search(cur.smooth, patches, pred[need], radius)
+            self._refine(cur, t, need, found, A_prior, z_hint, s.ncc_reacquire, m)
+
+        # 5a. The measurement against the anchor: gate, fusion, occlusion by depth.
+        have = m.have
+        sp2 = cam.projection_sigma_px ** 2
+        diff = np.nan_to_num(m.pos - proj, nan=1e6)
+        S_inv = np.linalg.inv(m.cov + sp2 * np.eye(2))
+        d2 = np.einsum("ni,nij,nj->n", diff, S_inv, diff)
+        consistent = (have & np.isfinite(proj).all(1) & (d2 <= _CHI2_2DOF_99)
+                      & (np.linalg.norm(diff, axis=1) <= s.static_tolerance_px))
+        near = consistent & static
+        fused = proj + sp2 * np.einsum("nij,nj->ni", S_inv, diff)
+        z_meas = cam.observed_depth(t, np.where(have[:, None], m.pos, -1.0))
+        occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol)
+        self._counts["depth_occluded"] += int(occluded.sum())
+        meas_ok = have & ~occluded & inside_image(m.pos, shape)
+
+        # 5b. The static hypothesis at the projection; a contradicting measurement needs it refuted.
+        geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior)
+        geo_ok = static & surface_there & (geo_ncc >= s.ncc_geometric)
+        refuted = static & inside_image(proj, shape) & ~geo_ok & (
+            surface_there | depth_contradicts(z_proj, cam.observed_depth(t, proj), tol))
+        meas_ok &= ~(static & ~near & ~refuted)
+        # 5c. A lost point that had a trusted anchor before: is it back there?
+        fb_proj, fb_z = cam.project(t, st.fallback)
+        revert_try = ~static & ~meas_ok & np.isfinite(fb_proj).all(1)
+        fb_ncc, fb_there = self._hypothesis(t, cur, revert_try, fb_proj, fb_z, A_prior)
+        reverted = revert_try & fb_there & (fb_ncc >= s.ncc_reacquire)
+        geo_ok |= reverted
+        geo_proj = np.where(reverted[:, None], fb_proj, proj)
+        geo_ncc = np.where(reverted, fb_ncc, geo_ncc)
+        # 5d. Choose.
+        use_geo = geo_ok & (~meas_ok | (~near & (geo_ncc >= m.ncc)))
+        vis = meas_ok | geo_ok
+        pos = np.where(use_geo[:, None], geo_proj, np.where((near & meas_ok)[:, None], fused, m.pos))
+        self._counts["reacquired"] += int((vis & ~st.visible).sum())
+
+        # 6. Update.
+        new = st.copy()
+        new.pos = np.where(vis[:, None], pos, pred)
+        new.visible = vis
+        new.A = np.where((vis & ~use_geo)[:, None, None], m.A, A_prior)
+        decay = np.where(static, 1.0, s.velocity_decay)[:, None]
+        new.vel = np.where((vis & st.visible)[:, None], new.pos - st.pos,
+                           np.where(vis[:, None], 0.0, st.vel * decay))
+        new.unseen = np.where(vis, 0, st.unseen + 1)
+        pos_safe = np.where(vis[:, None], pos, -1.0)
+        z_obs = cam.observed_depth(t, pos_safe)
+        xyz_obs = cam.lift(t, pos_safe, z_obs)
+        new.z_last = np.where(vis & np.isfinite(z_obs), z_obs, st.z_last)
+        # Template update (re-capture the recent template of confidently measured points, every few
+        # frames: a slower update accumulates less drift on the frames where it is all there is).
+        capture = (vis & ~use_geo & (m.ncc >= s.ncc_reacquire)
+                   & (st.since_capture + 1 >= s.template_update_frames))
+        ci = np.flatnonzero(capture)
+        if ci.size:
+            around = cam.depth_at(t, pos[ci][:, None, :] + self._aligner.offsets[None])
+            mask = ~depth_contradicts(z_obs[ci][:, None], np.where(np.isfinite(around), around, np.nan),
+                                      s.surface_depth_tol)
+            self._recent.replace(ci, cur.smooth, pos[ci], mask)
+            new.A_capture[ci] = new.A[ci]
+        new.since_capture = np.where(capture, 0, st.since_capture + 1)
+        # Static anchors (module docstring).
+        anchor = np.where(reverted[:, None], st.fallback, st.anchor)
+        agrees = vis & (use_geo | (meas_ok & consistent)) & ~depth_contradicts(
+            np.where(reverted, fb_z, z_proj), z_obs, tol)
+        reanchor = vis & ~agrees
+        new.agree = np.where(reverted, s.static_agreement_frames,
+                             np.where(vis, np.where(agrees, st.agree + 1, 0), st.agree))
+        new.fallback = np.where((reanchor & st.static)[:, None], st.anchor, st.fallback)
+        new.anchor = np.where(reanchor[:, None], xyz_obs, anchor)
+        new.static = new.agree >= s.static_agreement_frames
+
+        out.uv[t] = new.pos
+        out.visible[t] = vis
+        out.static[t] = new.static
+        out.xyz_world[t] = np.where(vis[:, None], xyz_obs, np.where(new.static[:, None], new.anchor, np.nan))
+        return new
+
+    # --------------------------------------------------------------------------- measurements
+    def _uncovered(self, t: int, centre: np.ndarray, A: np.ndarray, idx: np.ndarray,
+                   z_expected: np.ndarray) -> np.ndarray:
+        """(M,P) 1 where a placed query-template pixel is not covered by a nearer surface in frame t.
+
+        A pixel is expected at its query-frame depth scaled by the point's depth change
+        (``z_expected / z0``); a current depth nearer than that by more than twice the occlusion
+        tolerance is an occluder. Unknown depths never mask.
+        """
+        now = self._cam.depth_at(t, self._aligner.placed(centre, A))
+        ref = np.where(np.isfinite(self._template_depth[idx]),
+                       self._template_depth[idx] * (z_expected / self._z0[idx])[:, None], z_expected[:, None])
+        covered = depth_occluded(ref, np.where(np.isfinite(now), now, np.nan), 2 * self.s.occlusion_depth_tol)
+        return (~covered).astype(np.float32)
+
+    def _refine(self, cur: FlowFrame, t: int, idx: np.ndarray, start: np.ndarray, A: np.ndarray,
+                z_hint: np.ndarray, ncc_threshold: float, m: _Measurements) -> None:
+        """Align query templates ``idx`` from ``start``; accept into ``m`` those that pass.
+
+        Accepted: the fit converged, stayed within ``max_correction_px`` of its start, its NCC
+        reached ``ncc_threshold``, and enough of the template lay inside the image and uncovered to
+        judge that (a window mostly over the border or behind an occluder matches almost anything).
+        """
+        if idx.size == 0:
+            return
+        s = self.s
+        mask = self._uncovered(t, start, A[idx], idx, z_hint[idx])
+        res = self._aligner.align(cur.smooth, start, A[idx], index=idx, mask=mask,
+                                  iterations=s.align_iterations)
+        moved = np.linalg.norm(res.centre - start, axis=1)
+        in_image = self._aligner.support(cur.shape, res.centre, res.A, idx)
+        ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= ncc_threshold)
+              & (in_image >= s.min_in_image) & (res.support >= s.min_support))
+        m.accept(idx[ok], res.centre[ok], res.A[ok], res.ncc[ok], res.cov[ok])
+
+    def _refine_recent(self, cur: FlowFrame, t: int, idx: np.ndarray, start: np.ndarray, A: np.ndarray,
+                       A_capture: np.ndarray, z_hint: np.ndarray, m: _Measurements) -> None:
+        """Align the *recent* templates ``idx`` from the flow result ``start``; accept into ``m``.
+
+        Accepted like ``_refine`` with ``ncc_visible`` on the recent template, plus the drift guard:
+        the query template, placed with the shape this implies, must still correlate at least
+        ``ncc_drift_guard`` (the point may look different, not be somewhere else). The result is
+        reported in query-template terms (shape ``A_recent @ A_capture``).
+        """
+        if idx.size == 0:
+            return
+        s = self.s
+        res = self._recent.align(cur.smooth, start, A[idx] @ np.linalg.inv(A_capture[idx]), index=idx,
+                                 iterations=s.align_iterations)
+        A_query = res.A @ A_capture[idx]
+        guard = self._aligner.score(cur.smooth, res.centre, A_query, idx,
+                                    self._uncovered(t, res.centre, A_query, idx, z_hint[idx]))
+        moved = np.linalg.norm(res.centre - start, axis=1)
+        in_image = self._recent.support(cur.shape, res.centre, res.A, idx)
+        ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= s.ncc_visible)
+              & (in_image >= s.min_in_image) & (guard >= s.ncc_drift_guard))
+        m.accept(idx[ok], res.centre[ok], A_query[ok], res.ncc[ok], res.cov[ok])
+        self._counts["recent_template"] += int(ok.sum())
+
+    def _hypothesis(self, t: int, cur: FlowFrame, which: np.ndarray, uv: np.ndarray, z: np.ndarray,
+                    A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Test "point n is at ``uv[n]`` with depth ``z[n]``" for the points in ``which`` (N,) bool.
+
+        Returns (query-template NCC there (N,), -1 where not scored; surface_there (N,): inside the
+        image and the depth map shows a surface at depth ``z`` there).
+        """
+        N = len(which)
+        ncc = np.full(N, -1.0)
+        there = np.zeros(N, bool)
+        cand = np.flatnonzero(which & inside_image(uv, cur.shape))
+        if cand.size:
+            z_at = self._cam.observed_depth(t, uv[cand])
+            c = cand[depth_consistent(z[cand], z_at, self.s.occlusion_depth_tol)]
+            there[c] = True
+            if c.size:
+                mask = self._uncovered(t, uv[c], A[c], c, z[c])
+                ncc[c] = self._aligner.score(cur.smooth, uv[c], A[c], c, mask)
+        return ncc, there

@@ -1,0 +1,55 @@
+"""Finding a lost point again: normalised template matching in a window around its prediction.
+
+A point that was occluded or out of view has no flow to follow. Its query-frame patch, warped by
+the point's last known affine shape (so it looks as the point would look now), is correlated over
+a search window centred on the predicted position (``cv2.matchTemplate``, zero-mean normalised
+cross-correlation); the best match is the start for the sub-pixel template alignment, which then
+decides (with a stricter threshold than for continuous tracking) whether the point is back.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from y2r.stages.tracks.template_alignment import sample, window_offsets
+
+
+def warped_patches(query_image: np.ndarray, points: np.ndarray, A: np.ndarray, radius: int) -> np.ndarray:
+    """(M, 2r+1, 2r+1) float32 query patches around ``points`` as seen under shapes ``A`` (M,2,2).
+
+    Image offset ``y`` of the warped patch shows the query image at ``point + A^-1 y``.
+    """
+    offsets = window_offsets(radius)
+    Ainv = np.linalg.inv(np.asarray(A, np.float64))
+    pos = np.asarray(points, np.float64)[:, None, :] + np.matmul(offsets, np.swapaxes(Ainv, 1, 2))
+    side = 2 * radius + 1
+    return sample(query_image, pos).reshape(-1, side, side).astype(np.float32)
+
+
+def search(image: np.ndarray, patches: np.ndarray, centres: np.ndarray, radius: np.ndarray,
+           min_score: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Best match of each patch (M,h,w) within ``radius`` (M,) pixels of ``centres`` (M,2) in ``image``.
+
+    Returns (positions (M,2), scores (M,)): the best match's centre where its score reaches
+    ``min_score``, else the given centre (and its score, or -1 where no window fits in the image).
+    """
+    H, W = image.shape
+    found = np.array(centres, np.float64, copy=True).reshape(-1, 2)
+    scores = np.full(len(found), -1.0)
+    for k, patch in enumerate(patches):
+        r_y, r_x = patch.shape[0] // 2, patch.shape[1] // 2
+        if not np.isfinite(found[k]).all() or patch.std() < 1e-3:
+            continue  # a flat patch matches anything equally well
+        cu, cv = np.rint(found[k]).astype(int)
+        R = int(np.ceil(radius[k]))
+        x0, x1 = max(cu - R - r_x, 0), min(cu + R + r_x + 1, W)
+        y0, y1 = max(cv - R - r_y, 0), min(cv + R + r_y + 1, H)
+        if x1 - x0 < patch.shape[1] or y1 - y0 < patch.shape[0]:
+            continue
+        score = cv2.matchTemplate(image[y0:y1, x0:x1], patch, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (bx, by) = cv2.minMaxLoc(score)
+        scores[k] = best
+        if best >= min_score:
+            found[k] = (x0 + bx + r_x, y0 + by + r_y)
+    return found, scores
