@@ -123,6 +123,9 @@ class BuiltinTracksOptions(Section):
     levels: int = Field(3, ge=0, le=8, description="Pyramid levels.")
     fb_threshold_px: float = Field(1.0, gt=0, description="Forward-backward error above which a point is marked not visible.")
     occlusion_depth_tol: float = Field(0.05, gt=0, description="Relative depth disagreement that marks a point occluded.")
+    template_radius: int = Field(7, ge=2, le=25, description="Half size of the query-frame patch every frame is re-aligned to (pixels).")
+    ncc_visible: float = Field(0.7, ge=-1, le=1, description="Template correlation a tracked point needs to stay visible.")
+    ncc_reacquire: float = Field(0.8, ge=-1, le=1, description="Template correlation a point needs to be re-acquired after occlusion.")
 
 
 class TAPIP3DOptions(Section):
