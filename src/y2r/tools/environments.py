@@ -230,10 +230,12 @@ def ensure_env(name: str, force: bool = False, progress: Progress | None = None)
         _run([sys.executable, "-m", "venv", str(path)], log_path, "creating the venv", name)
         py = env_python(name)
         pip = [str(py), "-m", "pip", "--disable-pip-version-check", "--no-input"]
-        say(f"{name}: installing {len(spec.requirements)} pinned packages")
-        _run([*pip, "install", *spec.requirements], log_path, "pip install (dependencies)", name)
-        say(f"{name}: installing {', '.join(spec.no_deps)} (--no-deps)")
-        _run([*pip, "install", "--no-deps", *spec.no_deps], log_path, "pip install (--no-deps)", name)
+        if spec.requirements:
+            say(f"{name}: installing {len(spec.requirements)} pinned packages")
+            _run([*pip, "install", *spec.requirements], log_path, "pip install (dependencies)", name)
+        if spec.no_deps:
+            say(f"{name}: installing {', '.join(spec.no_deps)} (--no-deps)")
+            _run([*pip, "install", "--no-deps", *spec.no_deps], log_path, "pip install (--no-deps)", name)
         say(f"{name}: checking that it imports and runs")
         out = _run([str(py), "-c", spec.check], log_path, "the import check", name, timeout_s=300.0)
         versions = next((ln.strip() for ln in reversed(out.splitlines()) if ln.strip() and ln[0].isdigit()), "")
