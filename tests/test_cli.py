@@ -30,6 +30,17 @@ def test_every_command_has_help_and_is_documented(capsys):
     assert code == 0 and all(name in out for name in COMMANDS)
 
 
+def test_docs_cli_is_generated_from_the_help():
+    from pathlib import Path
+
+    from y2r.cli import cli_reference_markdown
+
+    doc = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    assert doc == cli_reference_markdown(), (
+        "docs/cli.md is stale: python -c 'from y2r.cli import cli_reference_markdown as m; "
+        "open(\"docs/cli.md\", \"w\").write(m())'")
+
+
 def test_config_error_is_one_line_with_exit_2(tmp_path, capsys):
     code, out = run_main(["run", str(tmp_path), "-o", str(tmp_path / "o"), "--set", "camera.backnd=vipe"], capsys)
     assert code == 2

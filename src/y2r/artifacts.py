@@ -412,7 +412,12 @@ class EpisodeArtifact(Artifact):
 
     @classmethod
     def load(cls, directory: Path) -> EpisodeArtifact:
-        return cls(path=Path(directory) / "episode.h5", summary=read_json(Path(directory) / "episode.json"))
+        # The file itself was published to OUT/episodes/; the marker records where.
+        directory = Path(directory)
+        marker = read_json(directory / MARKER) if (directory / MARKER).exists() else {}
+        rel = marker.get("episode_path")
+        path = directory.parents[2] / rel if rel else directory / "episode.h5"
+        return cls(path=path, summary=read_json(directory / "episode.json"))
 
 
 ARTIFACT_TYPES: dict[str, type[Artifact]] = {

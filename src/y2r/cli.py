@@ -230,11 +230,21 @@ def doctor(config, sets) -> None:
 @click.argument("fmt", type=click.Choice(["lerobot", "robomimic"]))
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
-def export(fmt, out, dest) -> None:
-    """Export the episodes of OUT into another dataset format at DEST."""
+@click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Exporter option, e.g. task='pick the cup', include_depth=true, val_fraction=0.2.")
+def export(fmt, out, dest, options) -> None:
+    """Export the episodes of OUT into another dataset format at DEST.
+
+    \b
+    lerobot options:   task, robot_type, vcodec, crf, gop, include_depth, include_tracks,
+                       include_hands, include_camera, overwrite
+    robomimic options: val_fraction, seed, next_obs, compression, file_name
+    """
+    from y2r.config import parse_override  # noqa: PLC0415
     from y2r.dataset.export import export as do_export  # noqa: PLC0415
 
-    path = do_export(fmt, Path(out), Path(dest))
+    opts = dict(parse_override(o) for o in options)
+    path = do_export(fmt, Path(out), Path(dest), opts or None)
     console.print(f"wrote {path}")
 
 
@@ -250,14 +260,37 @@ def report(out) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("episode", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="MP4 to write (default: next to the episode).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="MP4 to write (default: OUT/viz/<id>.overlay.mp4, where the report links it).")
 def overlay(episode, output) -> None:
     """Render an episode as a video with tracks, hand skeletons and a depth inset."""
-    from y2r.viz.overlay import render_overlay  # noqa: PLC0415
+    from y2r.viz.overlay import overlay_path, render_overlay  # noqa: PLC0415
 
     ep = Path(episode)
-    dst = Path(output) if output else ep.with_suffix(".overlay.mp4")
+    if output:
+        dst = Path(output)
+    elif ep.parent.name == "episodes":
+        dst = overlay_path(ep.parent.parent, ep.stem)
+    else:
+        dst = ep.with_suffix(".overlay.mp4")
+    dst.parent.mkdir(parents=True, exist_ok=True)
     console.print(f"wrote {render_overlay(ep, dst)}")
+
+
+# -------------------------------------------------------------------------------------- docs
+def cli_reference_markdown() -> str:
+    """docs/cli.md, generated from the commands' own help (a test keeps the file equal to this)."""
+    ctx = click.Context(cli, info_name="y2r")
+    parts = ["# Command line reference\n",
+             "Generated from the commands' own help: `y2r COMMAND --help` prints the same text.\n",
+             "Exit codes: 0 all good; 1 some videos failed or episodes are invalid; 2 usage or config error; "
+             "3 a tool environment is unusable; 130 interrupted (run the same command again to resume).\n",
+             "```\n" + cli.get_help(ctx) + "\n```\n"]
+    for name in sorted(cli.commands):
+        cmd = cli.commands[name]
+        sub = click.Context(cmd, info_name=f"y2r {name}", parent=ctx)
+        parts.append(f"## y2r {name}\n\n```\n{cmd.get_help(sub)}\n```\n")
+    return "\n".join(parts)
 
 
 # -------------------------------------------------------------------------------------- main
