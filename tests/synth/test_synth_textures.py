@@ -13,15 +13,16 @@ from y2r.synth.textures import POLY_PERIOD, make_material
 @pytest.mark.parametrize("convex", [True, False])
 def test_polygons_match_opencv_point_in_polygon(convex):
     rng = np.random.default_rng(11)
-    palette = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=np.float32)
-    layer = textures._polygon_layer(rng, cell=1.0, convex=convex, density=1.0, palette=palette)
+    layer = textures._polygon_layer(rng, cell=1.0, convex=convex, density=1.0, colour_rows=(2, 3, 4, 5))
     cells = rng.integers(0, POLY_PERIOD, size=(60, 2))
     pts = rng.random((60, 300, 2))
     a = (cells[:, None, 0] + pts[..., 0]).ravel().astype(np.float32)
     b = (cells[:, None, 1] + pts[..., 1]).ravel().astype(np.float32)
-    out = np.zeros((a.size, 3), np.float32)
-    textures._paint_polygons(out, layer, a, b)
-    painted = out.any(axis=1).reshape(60, 300)
+    index = np.zeros(a.size, np.uint8)
+    gain = np.full(a.size, 0.5, np.float32)
+    textures._paint_polygons(index, gain, layer, a, b)
+    painted = (index >= 2).reshape(60, 300)
+    assert np.array_equal(gain == 1.0, index >= 2)
     checked = 0
     for c, (i, j) in enumerate(cells):
         q = (i << 7) | j

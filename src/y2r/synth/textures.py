@@ -59,13 +59,14 @@ class PolygonLayer:
     vy: np.ndarray
     r_in2: np.ndarray  # (Q,) float32 squared radius of the largest disc around the centre inside
     r_out2: np.ndarray  # (Q,) float32 squared radius of the smallest disc around the centre outside
-    colour: np.ndarray  # (Q,3) float32
+    colour_index: np.ndarray  # (Q,) uint8 row of the material's palette
 
 
 @dataclass(frozen=True, eq=False)
 class Material:
     style: Style
-    colours: np.ndarray  # (2,3) float32: the two checkerboard colours (rich) / base colour in [0] (low)
+    palette: np.ndarray  # (6,3) float32: the two checkerboard colours, then the polygon colours
+    # (low style: the base colour in row 0)
     cell: float  # checker cell size (m)
     jitter: np.ndarray  # (P*P,) float32 per-cell brightness factor
     noise_scales: tuple[float, float]  # lattice spacing (m) of the coarse and the fine value noise
@@ -90,19 +91,19 @@ class Material:
 
     # ------------------------------------------------------------------------------------ styles
     def _rich(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # A palette row and a brightness gain per sample; the (n,3) colour is formed once at the end.
         ia = np.floor(a / self.cell).astype(np.int32)
         ib = np.floor(b / self.cell).astype(np.int32)
-        parity = ((ia + ib) & 1).astype(np.float32)
-        jit = self.jitter.take(_flat_index(ia, ib))
-        c0, c1 = self.colours
-        out = (c0 + parity[:, None] * (c1 - c0)) * jit[:, None]
+        index = ((ia + ib) & 1).astype(np.uint8)  # checkerboard: palette row 0 or 1
+        gain = self.jitter.take(_flat_index(ia, ib))  # per-cell brightness jitter
         for layer in self.layers:
-            _paint_polygons(out, layer, a, b)
+            _paint_polygons(index, gain, layer, a, b)
         n = 0.62 * _value_noise(self.noise[0], a / self.noise_scales[0], b / self.noise_scales[0])
         n += 0.38 * _value_noise(self.noise[1], a / self.noise_scales[1], b / self.noise_scales[1])
         (t1, f1), (t2, f2) = self.blotch
-        factor = np.where(n > t2, np.float32(f2), np.where(n > t1, np.float32(f1), np.float32(1.0)))
-        out *= factor[:, None]
+        gain *= np.where(n > t2, np.float32(f2), np.where(n > t1, np.float32(f1), np.float32(1.0)))
+        out = self.palette.take(index, axis=0)
+        out *= gain[:, None]
         return out
 
     def _low(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -110,7 +111,7 @@ class Material:
         # metre. Enough to look like a real matte wall, too little for reliable feature matching.
         n = _value_noise(self.noise[0], a / self.noise_scales[0], b / self.noise_scales[0])
         f = 1.0 + 0.08 * (n - 0.5) + self.gradient[0] * a + self.gradient[1] * b
-        return self.colours[0][None, :] * f[:, None].astype(np.float32)
+        return self.palette[0][None, :] * f[:, None].astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------- primitives
@@ -142,8 +143,10 @@ def _value_noise(table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bot * fy
 
 
-def _paint_polygons(out: np.ndarray, layer: PolygonLayer, a: np.ndarray, b: np.ndarray) -> None:
-    """Overwrite ``out`` with the polygon colour where (a, b) lies inside its cell's polygon."""
+def _paint_polygons(index: np.ndarray, gain: np.ndarray, layer: PolygonLayer, a: np.ndarray,
+                    b: np.ndarray) -> None:
+    """Where (a, b) is inside its cell's polygon, set the palette row to the polygon's colour and
+    the gain to 1 (polygons are flat paint on top of the checkerboard)."""
     inv = 1.0 / layer.cell
     ca = a * inv
     cb = b * inv
@@ -177,7 +180,9 @@ def _paint_polygons(out: np.ndarray, layer: PolygonLayer, a: np.ndarray, b: np.n
                 sector = ccw[k] & ~ccw[(k + 1) % K]
                 ok |= sector & (A[k].take(c) * x + B[k].take(c) * y > C[k].take(c))
         inside[ring[ok]] = True
-    out[rows[inside]] = layer.colour[cell[inside]]
+    hit = rows[inside]
+    index[hit] = layer.colour_index[cell[inside]]
+    gain[hit] = 1.0
 
 
 # -------------------------------------------------------------------------------- generation
@@ -195,7 +200,7 @@ def _edges(vx: np.ndarray, vy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _polygon_layer(rng: np.random.Generator, *, cell: float, convex: bool, density: float,
-                   palette: np.ndarray) -> PolygonLayer:
+                   colour_rows: tuple[int, ...]) -> PolygonLayer:
     Q = POLY_PERIOD * POLY_PERIOD
     margin = 0.12
     centre = (0.5 + rng.uniform(-margin, margin, size=(Q, 2))).astype(np.float32)
@@ -226,7 +231,7 @@ def _polygon_layer(rng: np.random.Generator, *, cell: float, convex: bool, densi
         vx, vy = rad * np.cos(ang), rad * np.sin(ang)
         A, B, C = _edges(vx, vy)
     present = rng.random(Q) < density
-    colour = palette[rng.integers(0, len(palette), size=Q)].astype(np.float32)
+    colour_index = np.asarray(colour_rows, dtype=np.uint8)[rng.integers(0, len(colour_rows), size=Q)]
     # Distance from the centre to each edge segment; the polygon is star-shaped around its centre,
     # so the disc of the smallest such distance lies inside it.
     ex, ey = np.roll(vx, -1, axis=-1) - vx, np.roll(vy, -1, axis=-1) - vy
@@ -242,7 +247,7 @@ def _polygon_layer(rng: np.random.Generator, *, cell: float, convex: bool, densi
     return PolygonLayer(cell=float(cell), convex=convex, present=present, cx=centre[:, 0].copy(),
                         cy=centre[:, 1].copy(), A=edge_major(A), B=edge_major(B), C=edge_major(C),
                         vx=edge_major(vx), vy=edge_major(vy), r_in2=((r_in * (1 - 1e-4)) ** 2).astype(f32),
-                        r_out2=((r_out * (1 + 1e-4)) ** 2).astype(f32), colour=colour)
+                        r_out2=((r_out * (1 + 1e-4)) ** 2).astype(f32), colour_index=colour_index)
 
 
 def make_material(rng: np.random.Generator, *, style: Style = "rich", scale: float = 1.0,
@@ -255,7 +260,7 @@ def make_material(rng: np.random.Generator, *, style: Style = "rich", scale: flo
     gradient = rng.uniform(-0.04, 0.04, size=2).astype(np.float32)
     if style == "low":
         base = _hsv(h, rng.uniform(0.15, 0.35), rng.uniform(0.55, 0.75))
-        return Material(style="low", colours=np.stack([base, base]), cell=1.0,
+        return Material(style="low", palette=base[None, :], cell=1.0,
                         jitter=np.ones(P * P, np.float32), noise_scales=(1.7 * scale, 1.7 * scale),
                         noise=noise, blotch=((2.0, 1.0), (2.0, 1.0)), layers=(), gradient=gradient)
     # Contrast is mostly in luminance, as in real textures: colour changes at the pixel scale are
@@ -265,15 +270,15 @@ def make_material(rng: np.random.Generator, *, style: Style = "rich", scale: flo
     c0 = _hsv(h, sat, rng.uniform(0.72, 0.85))
     c1 = _hsv(h + rng.uniform(-0.03, 0.03), sat * 1.1, rng.uniform(0.35, 0.48))
     jitter = rng.uniform(0.8, 1.15, size=P * P).astype(np.float32)
-    palette = np.stack([
+    polygon_colours = np.stack([
         _hsv(h, 0.3, 0.15), _hsv(h, 0.1, 0.97),
         _hsv(h + rng.uniform(0.2, 0.35), 0.35, 0.75), _hsv(h - rng.uniform(0.2, 0.35), 0.35, 0.3),
     ])
     cell = float(rng.uniform(0.17, 0.23)) * scale
     layers = (
-        _polygon_layer(rng, cell=0.83 * cell, convex=True, density=0.6, palette=palette),
-        _polygon_layer(rng, cell=1.07 * cell, convex=False, density=0.35, palette=palette),
+        _polygon_layer(rng, cell=0.83 * cell, convex=True, density=0.6, colour_rows=(2, 3, 4, 5)),
+        _polygon_layer(rng, cell=1.07 * cell, convex=False, density=0.35, colour_rows=(2, 3, 4, 5)),
     )
-    return Material(style="rich", colours=np.stack([c0, c1]), cell=cell, jitter=jitter,
-                    noise_scales=(0.55 * scale, 0.17 * scale), noise=noise,
+    return Material(style="rich", palette=np.concatenate([c0[None], c1[None], polygon_colours]),
+                    cell=cell, jitter=jitter, noise_scales=(0.55 * scale, 0.17 * scale), noise=noise,
                     blotch=((0.56, 0.86), (0.66, 0.72)), layers=layers, gradient=gradient)
