@@ -280,7 +280,8 @@ def overlay(episode, output) -> None:
 # -------------------------------------------------------------------------------------- docs
 def cli_reference_markdown() -> str:
     """docs/cli.md, generated from the commands' own help (a test keeps the file equal to this)."""
-    ctx = click.Context(cli, info_name="y2r", terminal_width=100, max_content_width=100)
+    ctx = click.Context(cli, info_name="y2r", terminal_width=100, max_content_width=100,
+                        help_option_names=["-h", "--help"])
     parts = ["# Command line reference\n",
              "Generated from the commands' own help: `y2r COMMAND --help` prints the same text.\n",
              "Exit codes: 0 all good; 1 some videos failed or episodes are invalid; 2 usage or config error; "
@@ -288,7 +289,8 @@ def cli_reference_markdown() -> str:
              "```\n" + cli.get_help(ctx) + "\n```\n"]
     for name in sorted(cli.commands):
         cmd = cli.commands[name]
-        sub = click.Context(cmd, info_name=f"y2r {name}", parent=ctx, terminal_width=100, max_content_width=100)
+        sub = click.Context(cmd, info_name=f"y2r {name}", parent=ctx, terminal_width=100, max_content_width=100,
+                            help_option_names=["-h", "--help"])
         parts.append(f"## y2r {name}\n\n```\n{cmd.get_help(sub)}\n```\n")
     return "\n".join(parts)
 
