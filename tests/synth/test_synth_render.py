@@ -31,7 +31,14 @@ def _project(clip: SynthClip) -> tuple[np.ndarray, np.ndarray]:
     return uvw[..., :2] / uvw[..., 2:], Xc[..., 2]
 
 
-def _segment_hits_box(origin: np.ndarray, X: np.ndarray, world_T_box: np.ndarray, size: np.ndarray) -> np.ndarray:
+def _pixel_rays(clip: SynthClip) -> np.ndarray:
+    """K^-1 [u, v, 1] at every pixel centre (H,W,3)."""
+    v, u = np.mgrid[0:clip.height, 0:clip.width].astype(float)
+    return np.stack([(u - clip.K[0, 2]) / clip.K[0, 0], (v - clip.K[1, 2]) / clip.K[1, 1], np.ones_like(u)], -1)
+
+
+def _segment_hits_box(origin: np.ndarray, X: np.ndarray, world_T_box: np.ndarray,
+                      size: np.ndarray) -> np.ndarray:
     """Does the open segment origin -> X (N,3) cross the box? (slab test in the box frame)."""
     box_T_world = np.linalg.inv(world_T_box)
     o = box_T_world[:3, :3] @ origin + box_T_world[:3, 3]
@@ -83,8 +90,7 @@ def test_depth_matches_visible_tracks(clips):
 
 def test_moving_mask_pixels_lie_on_the_cube(clips):
     clip = clips["pan"]
-    v, u = np.mgrid[0:H, 0:W]
-    rays = np.stack([(u - clip.K[0, 2]) / clip.K[0, 0], (v - clip.K[1, 2]) / clip.K[1, 1], np.ones_like(u, float)], -1)
+    rays = _pixel_rays(clip)
     for t in (0, clip.num_frames // 2, clip.num_frames - 1):
         m = clip.moving_mask[t]
         assert m.sum() > 50
@@ -103,8 +109,7 @@ def test_moving_mask_pixels_lie_on_the_cube(clips):
 def test_room_pixels_lie_on_room_planes(clips):
     clip = clips["orbit"]
     room_T_world = invert_se3(clip.room_to_world)
-    v, u = np.mgrid[0:H, 0:W]
-    rays = np.stack([(u - clip.K[0, 2]) / clip.K[0, 0], (v - clip.K[1, 2]) / clip.K[1, 1], np.ones_like(u, float)], -1)
+    rays = _pixel_rays(clip)
     room = SCENES["orbit"].room
     for t in (0, clip.num_frames - 1):
         T = room_T_world @ clip.c2w[t]
@@ -132,7 +137,8 @@ def test_moving_tracks_follow_the_cube(clips):
         still = ~moving
         assert np.ptp(clip.track_xyz_world[:, still], axis=0).max() == 0
         # The cube does move in these scenes, so its points move too.
-        assert np.linalg.norm(clip.track_xyz_world[-1, moving] - clip.track_xyz_world[0, moving], axis=-1).min() > 0.05
+        moved = np.linalg.norm(clip.track_xyz_world[-1, moving] - clip.track_xyz_world[0, moving], axis=-1)
+        assert moved.min() > 0.05
         names = clip.surface_names[clip.track_surface]
         assert all(name.startswith("cube") for name in names[moving])
 
@@ -141,7 +147,8 @@ def test_visibility_matches_independent_occlusion_test(clips):
     """Visible == in the image and no cube or occluder crosses the segment camera -> point."""
     for clip in clips.values():
         uv, z = _project(clip)
-        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= W - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= H - 1) & (z > 0)
+        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= W - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= H - 1)
+        inside &= z > 0
         by_occluder = np.zeros_like(inside)
         by_cube = np.zeros_like(inside)
         for t in range(clip.num_frames):

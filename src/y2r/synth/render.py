@@ -133,7 +133,8 @@ class _Scene:
     def geometry(self, room_T_cam: np.ndarray, room_T_boxes: np.ndarray) -> tuple[RoomAt, list[BoxAt]]:
         room = self.spec.room
         ra = RoomAt(room_T_cam, room.x_half, room.y_back, room.y_front, self.front_id)
-        boxes = [BoxAt(invert_se3(T) @ room_T_cam, b.half, b.first_id) for b, T in zip(self.boxes, room_T_boxes)]
+        boxes = [BoxAt(invert_se3(T) @ room_T_cam, b.half, b.first_id)
+                 for b, T in zip(self.boxes, room_T_boxes)]
         return ra, boxes
 
     def shading(self, room_T_boxes: np.ndarray) -> np.ndarray:
@@ -257,7 +258,8 @@ class _Supersampler:
 
 def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_frames: int = 32,
            fps: float = 30.0, seed: int = 0, fov_deg: float | None = None, supersample: int = 2,
-           num_tracks: int | None = None, depth_quantum: float = 2.0**-14, adaptive: bool = True) -> SynthClip:
+           num_tracks: int | None = None, depth_quantum: float = 2.0**-14,
+           adaptive: bool = True) -> SynthClip:
     """Render a named scene of ``SCENES`` (or a ``SceneSpec``) with its exact ground truth.
 
     Colour is the mean of ``supersample x supersample`` samples per pixel (a box filter). With
@@ -301,54 +303,69 @@ def render(scene: str | SceneSpec, *, width: int = 320, height: int = 240, num_f
 
     rgb = np.empty((T, H, W, 3), dtype=np.uint8)
     depth = np.empty((T, H, W), dtype=np.float32)
-    surf_map = np.empty((T, H, W), dtype=np.int16)
+    moving_mask = np.empty((T, H, W), dtype=bool)
+    occluder_mask = np.empty((T, H, W), dtype=bool)
     geoms = []
     for i in range(T):
         # Geometry from the stored (world-frame) ground truth, so that it is what the GT describes.
-        room_i = room_T_world @ c2w[i]
         room_T_boxes_i = room_T_world @ boxes_to_world[i]
-        geom = ctx.geometry(room_i, room_T_boxes_i)
+        geom = ctx.geometry(room_T_world @ c2w[i], room_T_boxes_i)
         geoms.append(geom)
         hits = cast(*geom, cx, cy)
         s = hits.depth
         if depth_quantum > 0:
             s = np.round(s / depth_quantum) * depth_quantum
         depth[i] = s.reshape(H, W)
-        surf_map[i] = hits.surface.reshape(H, W)
+        moving_mask[i] = ctx.is_moving_surface[hits.surface].reshape(H, W)
+        occluder_mask[i] = ctx.is_occluder_surface[hits.surface].reshape(H, W)
+        if i == 0:
+            surf0 = hits.surface
         if n_sub == 1:
             shade = ctx.shading(room_T_boxes_i)
             centre = ctx.colour(*geom, shade, cx, cy, hits)  # reuses the ground-truth cast
             acc = sampler(ctx, geom, shade, centre, hits.surface)
         else:
-            # Distribution ray tracing: sub-frame j is rendered at time t_j with sub-pixel offset
-            # j mod s^2, so n_sub sub-frames give both the blur and the anti-aliasing.
-            acc = np.zeros((H * W, 3), dtype=np.float32)
-            for j in range(n_sub):
-                tj = np.array([times[i] + spec.shutter / fps * ((j + 0.5) / n_sub - 0.5)])
-                rb = ctx.room_T_boxes(tj)[0]
-                g = ctx.geometry(spec.camera.room_T_cam(tj)[0], rb)
-                sl = slice((j % len(offs)) * H * W, (j % len(offs) + 1) * H * W)
-                acc += ctx.colour(*g, ctx.shading(rb), sx[sl], sy[sl])
-            acc /= n_sub
+            acc = _blurred_colour(ctx, times[i], fps, sx, sy, len(offs))
         rgb[i] = np.clip(np.round(acc * 255.0), 0, 255).astype(np.uint8).reshape(H, W, 3)
 
     n_tracks = spec.num_tracks if num_tracks is None else int(num_tracks)
-    tracks = _tracks(ctx, spec, K, W, H, c2w, boxes_to_world, geoms, surf_map[0], n_tracks, seed)
+    tracks = _tracks(ctx, spec, K, W, H, c2w, boxes_to_world, geoms, surf0, n_tracks, seed)
     cube_ids = [k for k, b in enumerate(ctx.boxes) if b.is_cube]
     occ = ctx.occluder_box
     return SynthClip(
         rgb=rgb, depth=depth, K=K, c2w=c2w, **tracks,
-        moving_mask=ctx.is_moving_surface[surf_map], surface_names=ctx.names,
+        moving_mask=moving_mask, surface_names=ctx.names,
         cube_to_world=boxes_to_world[:, cube_ids[0]], cube_size=float(spec.cubes[0].size),
         room_to_world=world_T_room, depth_quantum=float(depth_quantum), fps=float(fps), seed=int(seed),
-        motion=spec.name, scene=spec.name, occluder_mask=ctx.is_occluder_surface[surf_map],
+        motion=spec.name, scene=spec.name, occluder_mask=occluder_mask,
         cubes_to_world=boxes_to_world[:, cube_ids], cube_sizes=np.array([c.size for c in spec.cubes]),
         occluder_to_world=None if occ is None else boxes_to_world[:, occ],
         occluder_size=None if occ is None else np.asarray(spec.occluder.size, dtype=np.float64),
     )
 
 
-def _check_cameras_inside(ctx: _Scene, spec: SceneSpec, room_T_cam: np.ndarray, room_T_boxes: np.ndarray) -> None:
+def _blurred_colour(ctx: _Scene, t: float, fps: float, sx: np.ndarray, sy: np.ndarray, n_offsets: int
+                    ) -> np.ndarray:
+    """Colour of the frame at time ``t`` with motion blur, by distribution ray tracing.
+
+    Sub-frame j is rendered at time t_j (spread evenly over the shutter, centred on ``t``) with
+    sub-pixel offset j mod n_offsets: the sub-frames give both the blur and the anti-aliasing.
+    """
+    spec = ctx.spec
+    n_sub = spec.blur_subframes
+    n_px = sx.size // n_offsets
+    acc = np.zeros((n_px, 3), dtype=np.float32)
+    for j in range(n_sub):
+        tj = np.array([t + spec.shutter / fps * ((j + 0.5) / n_sub - 0.5)])
+        rb = ctx.room_T_boxes(tj)[0]
+        geom = ctx.geometry(spec.camera.room_T_cam(tj)[0], rb)
+        sl = slice((j % n_offsets) * n_px, (j % n_offsets + 1) * n_px)
+        acc += ctx.colour(*geom, ctx.shading(rb), sx[sl], sy[sl])
+    return acc / n_sub
+
+
+def _check_cameras_inside(ctx: _Scene, spec: SceneSpec, room_T_cam: np.ndarray,
+                          room_T_boxes: np.ndarray) -> None:
     """The ray caster assumes every camera is inside the room and outside every box."""
     eye = room_T_cam[:, :3, 3]
     r = spec.room
