@@ -96,3 +96,20 @@ def test_convert_hand_left_from_wilor_conventions():
     np.testing.assert_allclose(h.cam_T_wrist[:3, 3], h.joints_cam[0])
     np.testing.assert_allclose(h.mano["global_orient"], matrix_to_axis_angle(R_true), atol=1e-9)
     np.testing.assert_allclose(h.mano["hand_pose"], matrix_to_axis_angle(pose_true), atol=1e-9)
+
+
+def test_background_majority_does_not_pull_the_hand_away():
+    """Most keypoints of a small hand fall just outside its silhouette: the hand's own samples win."""
+    J = hand_joints(7)
+    t = np.array([0.12, 0.0, 0.6])
+    uvw = (K @ (J + t).T).T
+    kp = uvw[:, :2] / uvw[:, 2:3]
+    surface = (J + t)[:, 2] - wilor.JOINT_BEHIND_SURFACE_M
+    surface[:14] = 1.5  # background wall
+    fit = wilor.solve_translation(J, kp, K, surface)
+    assert fit.used_depth and fit.depth_inliers == 7
+    np.testing.assert_allclose(fit.t, t, atol=1e-6)
+    surface[14:] = 1.5  # only background: not plausible, the image-only solution stands
+    fit = wilor.solve_translation(J, kp, K, surface)
+    assert not fit.used_depth
+    np.testing.assert_allclose(fit.t, t, atol=1e-6)

@@ -425,22 +425,27 @@ def match_frames(result: ViPEResult, meta: VideoMeta, frame_index: np.ndarray, p
     """For each stored frame, the ViPE frame that shows it (imported results).
 
     ViPE numbers frames by position in its processed stream: raw frame ``frame_start + i*frame_skip``.
-    - Same count as y2r's frames: ViPE saw exactly y2r's frames (or the unresampled source).
-    - Otherwise ViPE saw the source video: stored frame t is source frame ``frame_index[t]``; the
-      ViPE fps (from its rgb video) tells the frame skip.
+    - ViPE ran on y2r's own (resampled) frames: same count, and its video's fps is y2r's fps.
+    - Otherwise ViPE ran on the source video: stored frame t is source frame ``frame_index[t]``, and
+      the fps of ViPE's rgb video tells the frame skip (source fps / ViPE fps).
     A stored frame with no ViPE frame is an error: poses are not interpolated silently.
     """
     n, T = result.num_frames, len(frame_index)
-    if n == T:
+    src = np.asarray(frame_index, np.int64)
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= 0.01 * max(abs(a), abs(b))
+
+    resampled = not close(meta.fps, meta.source_fps)
+    if result.fps and n == T and resampled and close(result.fps, meta.fps):
         return np.arange(T)
     skip = 1
     if result.fps and meta.source_fps > 0:
         ratio = meta.source_fps / result.fps
         skip = max(1, int(round(ratio)))
         if abs(ratio - skip) > 0.02 * skip:
-            raise InputError(path, f"ViPE output is at {result.fps:.3f} fps, the source at {meta.source_fps:.3f} fps: "
-                                   "not an integer frame skip, cannot match frames")
-    src = np.asarray(frame_index, np.int64)
+            raise InputError(path, f"ViPE output is at {result.fps:.3f} fps, the source at {meta.source_fps:.3f} fps "
+                                   f"and y2r's frames at {meta.fps:.3f} fps: cannot tell which frames ViPE processed")
     if np.any(src % skip):
         raise InputError(path, f"ViPE processed one source frame in {skip} but y2r keeps source frames "
                                f"{src[src % skip != 0][:5].tolist()}...; set ingest.fps so that they coincide")

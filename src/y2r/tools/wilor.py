@@ -34,9 +34,12 @@ MIRROR = np.diag([-1.0, 1.0, 1.0])
 # Joint centres lie inside the hand, about half a finger's thickness behind the skin that the depth
 # map sees (adult finger ~1.6-2 cm thick).
 JOINT_BEHIND_SURFACE_M = 0.008
-# Depth samples further than this from the hand's median depth offset are occluders or background.
+# Depth samples further than this from the hand's depth offset are occluders or background.
 DEPTH_INLIER_M = 0.03
 MIN_DEPTH_INLIERS = 5
+# The image-only solution (MANO's metric size seen at WiLoR's 2D keypoints) is within tens of per
+# cent of the truth; depth that would move the hand further than this fraction is not the hand's.
+PLAUSIBLE_DEPTH_FRACTION = 0.25
 
 
 def wilor_focal(width: int, height: int) -> float:
@@ -151,9 +154,10 @@ def solve_translation(joints: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarra
     Each joint gives two equations linear in t (its normalised ray must pass through it). Rows are
     reweighted by 1/depth twice (iteratively reweighted least squares), which turns the algebraic
     error into image error. With ``surface_depth`` (per joint, metres, NaN = none) from a metric depth
-    map, joints are also pulled to ``JOINT_BEHIND_SURFACE_M`` behind the observed surface; samples that
-    disagree with the hand's median offset (an object in the hand, background at a fingertip) are
-    dropped. The hand's apparent size alone fixes its depth only through MANO's metric shape.
+    map, joints are also pulled to ``JOINT_BEHIND_SURFACE_M`` behind the observed surface. Samples vote
+    for a depth offset from the image-only solution; the best-supported plausible offset wins and
+    samples away from it (an object in the hand, background at a fingertip) are dropped. Without
+    depth, the hand's apparent size fixes its distance only through MANO's metric shape.
     """
     P = np.asarray(joints, np.float64)
     uv = np.asarray(keypoints_2d, np.float64)
@@ -174,10 +178,18 @@ def solve_translation(joints: np.ndarray, keypoints_2d: np.ndarray, K: np.ndarra
         d = np.asarray(surface_depth, np.float64)[ok] + JOINT_BEHIND_SURFACE_M
         has = np.isfinite(d) & (d > 0)
         if has.sum() >= MIN_DEPTH_INLIERS:
-            offset = d[has] - (P[has, 2] + t[2])
-            keep = np.zeros_like(has)
-            keep[np.flatnonzero(has)] = np.abs(offset - np.median(offset)) < DEPTH_INLIER_M
-            inliers = int(keep.sum())
+            z_img = P[has, 2] + t[2]
+            offset = d[has] - z_img
+            # The offset with the most samples around it, among plausible ones: keypoints at the hand's
+            # border see background and a held object sees its own surface; each forms its own cluster.
+            support = (np.abs(offset[:, None] - offset[None, :]) < DEPTH_INLIER_M).sum(1)
+            plausible = np.abs(offset) < PLAUSIBLE_DEPTH_FRACTION * np.median(z_img)
+            if plausible.any():
+                score = np.where(plausible, support - np.abs(offset) / (10 * DEPTH_INLIER_M), -1)
+                ref = offset[int(np.argmax(score))]
+                keep = np.zeros_like(has)
+                keep[np.flatnonzero(has)] = np.abs(offset - ref) < DEPTH_INLIER_M
+                inliers = int(keep.sum())
             if inliers >= MIN_DEPTH_INLIERS:
                 used = True
                 for _ in range(2):
@@ -203,7 +215,7 @@ class HandObservation:
     score: float
     box: np.ndarray  # (4,) xyxy pixels
     joints_cam: np.ndarray  # (21,3)
-    keypoints_2d: np.ndarray  # (21,2) pixels (WiLoR's image alignment)
+    keypoints_2d: np.ndarray  # (21,2) pixels: joints_cam projected with the real K
     cam_T_wrist: np.ndarray  # (4,4)
     mano: dict[str, np.ndarray]  # global_orient (3,), hand_pose (15,3), betas (10,) axis-angle, true side
     fit: TranslationFit
@@ -223,6 +235,10 @@ def convert_hand(out: WiLoROutput, i: int, K: np.ndarray, surface_depth_fn=None,
     depth = surface_depth_fn(int(out.frame[i]), kp2d) if surface_depth_fn is not None else None
     fit = solve_translation(joints, kp2d, K, depth, depth_weight)
     joints_cam = joints + fit.t
+    # Stored 2D keypoints are the 3D joints seen by the real camera, so joints, keypoints and K agree;
+    # WiLoR's own 2D keypoints assume its near-orthographic camera (the fit's rms measures the gap).
+    uvw = joints_cam @ np.asarray(K, np.float64).T
+    kp_real = uvw[:, :2] / uvw[:, 2:3]
     R = unmirror_rotation(out.global_orient[i], right)
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R, joints_cam[0]
@@ -230,7 +246,7 @@ def convert_hand(out: WiLoROutput, i: int, K: np.ndarray, surface_depth_fn=None,
             "hand_pose": mano_axis_angle(out.hand_pose[i], right), "betas": np.asarray(out.betas[i], np.float64)}
     verts = unmirror_points(out.vertices[i], right) + fit.t if out.vertices is not None else None
     return HandObservation(frame=int(out.frame[i]), side="right" if right else "left", score=float(out.score[i]),
-                           box=out.box[i], joints_cam=joints_cam, keypoints_2d=kp2d, cam_T_wrist=T, mano=mano,
+                           box=out.box[i], joints_cam=joints_cam, keypoints_2d=kp_real, cam_T_wrist=T, mano=mano,
                            fit=fit, vertices_cam=verts)
 
 

@@ -304,7 +304,7 @@ class TAPIP3DResultsTracks(Backend):
         if res.query_points is not None:
             t = np.clip(np.rint(res.query_points[:, 0]).astype(int), 0, T - 1)
             Xq = np.einsum("nij,nj->ni", E[t, :3, :3], res.query_points[:, 1:]) + E[t, :3, 3]
-            uq = project(K[t][:, None], Xq[:, None])[:, 0]
+            uq = project(K[t], Xq[:, None])[:, 0]
             query = np.concatenate([t[:, None].astype(np.float64), uq], axis=1)
         else:
             query = np.concatenate([np.zeros((res.num_points, 1)), uv[0]], axis=1)
