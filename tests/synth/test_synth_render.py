@@ -243,13 +243,16 @@ def test_gt_file_has_the_fixture_layout(tmp_path, clips):
             assert ours[k].dtype.kind == fx[k].dtype.kind and ours[k].dtype.itemsize == fx[k].dtype.itemsize \
                 or fx[k].dtype.kind == "U", k
             assert ours[k].shape == tuple(size.get(d, d) for d in fx[k].shape), k
-    back = load_gt(path)
-    for f in dataclasses.fields(SynthClip):
-        x, y = getattr(clip, f.name), getattr(back, f.name)
-        if isinstance(x, np.ndarray):
-            assert np.array_equal(x, y), f.name
-        else:
-            assert x == y, f.name
+    for clip in (clips["pan"], clips["occluder"]):
+        back = load_gt(clip.save_gt(tmp_path / f"{clip.scene}.npz"))
+        for f in dataclasses.fields(SynthClip):
+            x, y = getattr(clip, f.name), getattr(back, f.name)
+            if isinstance(x, np.ndarray):
+                assert np.array_equal(x, y), f.name
+            else:
+                assert x == y, f.name
+    assert back.occluder_to_world.shape == (32, 4, 4)
+    assert repr(back) == "SynthClip(scene='occluder', seed=1, 32 frames of 160x120 at 30 fps, 64 tracks)"
 
 
 def test_fixture_loads_and_follows_the_same_conventions():

@@ -22,7 +22,7 @@ EXTRA_KEYS = ("scene", "occluder_mask", "occluder_to_world", "occluder_size", "c
               "cube_sizes", "track_cube")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class SynthClip:
     """Frames and exact ground truth. T frames of H x W, N tracks, C cubes (see the fixture README).
 
@@ -56,6 +56,10 @@ class SynthClip:
     track_cube: np.ndarray  # (N,) int8
     occluder_to_world: np.ndarray | None = None  # (T,4,4), origin at the box centre
     occluder_size: np.ndarray | None = None  # (3,) full extents
+
+    def __repr__(self) -> str:  # the default would print every array
+        return (f"SynthClip(scene={self.scene!r}, seed={self.seed}, {self.num_frames} frames of "
+                f"{self.width}x{self.height} at {self.fps:g} fps, {self.track_uv.shape[1]} tracks)")
 
     @property
     def num_frames(self) -> int:
