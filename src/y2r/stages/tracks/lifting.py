@@ -4,7 +4,8 @@ Depth is sampled *edge-aware*: bilinear interpolation between the four pixel cen
 sub-pixel position is right on a smooth surface, but across a depth discontinuity it invents a
 point floating between foreground and background. Where the four valid neighbours disagree by more
 than ``edge_tol`` (relative), the nearest valid neighbour is used instead, so a lifted point always
-lies on a surface that was observed.
+lies on a surface that was observed. A position whose valid neighbours carry less than half the
+bilinear weight has unknown depth (NaN).
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ def sample_depth(depth: np.ndarray, valid: np.ndarray, uv: np.ndarray, edge_tol:
         # Renormalised over the valid corners, so an invalid neighbour does not pull z towards 0.
         bil = (np.where(ok, z, 0) * w).sum(1) / w.sum(1)
     # Nearest valid neighbour: the one with the largest bilinear weight among the valid ones.
-    nearest = np.take_along_axis(z, np.argmax(np.where(ok, w + 1e-12, -1), 1)[:, None], 1)[:, 0]
-    res = np.where(smooth & (w.sum(1) > 1e-9), bil, np.where(ok.any(1), nearest, np.nan))
+    nearest = np.take_along_axis(z, np.argmax(np.where(ok, w, -1), 1)[:, None], 1)[:, 0]
+    # Unknown where the valid corners carry less than half the weight: the position lies mostly
+    # on pixels without depth, and borrowing a neighbour's would be a guess.
+    known = w.sum(1) >= 0.5
+    res = np.where(known, np.where(smooth, bil, nearest), np.nan)
     out[inside] = res
     return out
 

@@ -216,13 +216,17 @@ class TemplateAligner:
             pos = self.placed(c[a], A[a])
             w = base_w[a] * _inside(pos, image.shape)
             img_n, _ = _weighted_normalise(sample(image, pos), w)
-            e = (img_n - T[a]).astype(np.float32)
+            # The template re-normalised over the pixels used here (a mask or the image border
+            # changes which count), and its steepest-descent images rescaled to match.
+            T_n, T_std = _weighted_normalise(T[a], w)
+            SDa = SD[a] / np.maximum(T_std, 1e-6)[:, None, None]
+            e = (img_n - T_n).astype(np.float32)
             # Robust scale per point from the residuals; Tukey biweight on top of the window.
             scale = np.maximum(1.4826 * np.median(np.abs(e), axis=1), np.float32(_MIN_SCALE))[:, None]
             u = e / (_TUKEY_C * scale)
             w = w * np.where(np.abs(u) < 1, (1 - u * u) ** 2, np.float32(0.0))
-            sdw = SD[a] * w[..., None]
-            Hs = np.matmul(sdw.transpose(0, 2, 1), SD[a]).astype(np.float64)
+            sdw = SDa * w[..., None]
+            Hs = np.matmul(sdw.transpose(0, 2, 1), SDa).astype(np.float64)
             b = np.matmul(e[:, None, :], sdw)[:, 0].astype(np.float64)
             # Damping (Levenberg): translation lightly; the four affine parameters strongly, in
             # proportion to the translation curvature times the window's second moment, so that a

@@ -1,0 +1,32 @@
+import cv2
+import numpy as np
+
+from y2r.stages.tracks.reacquisition import search, warped_patches
+
+
+def _texture(H=120, W=160, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (H, W)).astype(np.float32), (0, 0), 1.5)
+    return img.astype(np.float32)
+
+
+def test_a_patch_is_found_again_within_the_search_radius():
+    img = _texture()
+    moved = np.roll(img, (5, -9), axis=(0, 1))  # content moves 9 px left, 5 px down
+    patches = warped_patches(img, np.array([[80.0, 60.0]]), np.eye(2)[None], radius=7)
+    found, score = search(moved, patches, np.array([[80.0, 60.0]]), np.array([12.0]))
+    assert np.allclose(found, [[71.0, 65.0]]) and score[0] > 0.99
+    # too small a radius: the prediction comes back unchanged
+    found, _ = search(moved, patches, np.array([[80.0, 60.0]]), np.array([3.0]), min_score=0.9)
+    assert np.allclose(found, [[80.0, 60.0]])
+
+
+def test_warped_patch_shows_the_rotated_pattern():
+    img = _texture()
+    r = np.deg2rad(90)
+    A = np.array([[np.cos(r), -np.sin(r)], [np.sin(r), np.cos(r)]])
+    p0 = warped_patches(img, np.array([[80.0, 60.0]]), np.eye(2)[None], 5)[0]
+    p90 = warped_patches(img, np.array([[80.0, 60.0]]), A[None], 5)[0]
+    # A maps template offsets to image offsets: x -> -y... in image axes (v down) that is a
+    # clockwise quarter turn of the array
+    assert np.allclose(np.rot90(p0, k=-1), p90, atol=1e-3)
