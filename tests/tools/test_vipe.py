@@ -10,9 +10,9 @@ import numpy as np
 import OpenEXR
 import pytest
 
+from tools.stage_inputs import meta_for
 from y2r.errors import InputError
 from y2r.tools import vipe
-from tools.stage_inputs import meta_for
 
 NAME = "room_orbit"
 

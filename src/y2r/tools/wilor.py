@@ -216,7 +216,6 @@ class HandObservation:
     box: np.ndarray  # (4,) xyxy pixels
     joints_cam: np.ndarray  # (21,3)
     keypoints_2d: np.ndarray  # (21,2) pixels: joints_cam projected with the real K
-    cam_T_wrist: np.ndarray  # (4,4)
     mano: dict[str, np.ndarray]  # global_orient (3,), hand_pose (15,3), betas (10,) axis-angle, true side
     fit: TranslationFit
     vertices_cam: np.ndarray | None = None  # (778,3)
@@ -239,14 +238,11 @@ def convert_hand(out: WiLoROutput, i: int, K: np.ndarray, surface_depth_fn=None,
     # WiLoR's own 2D keypoints assume its near-orthographic camera (the fit's rms measures the gap).
     uvw = joints_cam @ np.asarray(K, np.float64).T
     kp_real = uvw[:, :2] / uvw[:, 2:3]
-    R = unmirror_rotation(out.global_orient[i], right)
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, joints_cam[0]
     mano = {"global_orient": mano_axis_angle(out.global_orient[i].reshape(1, 3, 3), right)[0],
             "hand_pose": mano_axis_angle(out.hand_pose[i], right), "betas": np.asarray(out.betas[i], np.float64)}
     verts = unmirror_points(out.vertices[i], right) + fit.t if out.vertices is not None else None
     return HandObservation(frame=int(out.frame[i]), side="right" if right else "left", score=float(out.score[i]),
-                           box=out.box[i], joints_cam=joints_cam, keypoints_2d=kp_real, cam_T_wrist=T, mano=mano,
+                           box=out.box[i], joints_cam=joints_cam, keypoints_2d=kp_real, mano=mano,
                            fit=fit, vertices_cam=verts)
 
 

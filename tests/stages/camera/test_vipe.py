@@ -8,9 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from tools import fake_envs
 from tools.stage_inputs import config_with, ctx, make_job, meta_for, save_ingest
+
 from y2r.config import Config
 from y2r.errors import ConfigError, InputError, ToolError
 from y2r.geometry import focal_from_fov, intrinsics_matrix

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from tools import fake_envs
 from tools.stage_inputs import config_with, ctx, make_job, meta_for, save_camera, save_ingest
+
 from y2r.artifacts import CameraArtifact
 from y2r.config import Config
 from y2r.errors import InputError

@@ -1,10 +1,16 @@
 """Hands backend built on WiLoR, run by a persistent worker in WiLoR's environment.
 
 Per video: WiLoR's worker detects hands on every stored frame and reconstructs each one
-(``tools/shims/wilor_shim.py``); this adapter converts every detection to y2r's conventions
-(``tools/wilor.py``: left hands un-mirrored -- joints, wrist rotation and MANO axis-angle -- and the
-translation re-solved with the camera stage's K and metric depth instead of WiLoR's 5000/256*max(W,H)
-focal), then assigns detections to the left / right tracks frame by frame.
+(``tools/shims/wilor_shim.py``); this adapter then
+1. converts every detection to y2r's conventions (``tools/wilor.py``): left hands un-mirrored --
+   joints and MANO axis-angle -- and the translation re-solved with the camera stage's K and metric
+   depth instead of WiLoR's 5000/256*max(W,H) focal;
+2. associates detections to the left and right hand over time, like the built-in backend
+   (``association.py``: tracklets, handedness votes from the detector's class and confidence);
+3. cleans each side's track (``temporal.py``: outliers, short gaps, smoothing) and derives the wrist
+   frame from the joints (``lifting.wrist_frame``), so ``cam_T_wrist`` means the same for every
+   backend. MANO parameters stay WiLoR's, per frame; in a filled gap they are interpolated (slerp
+   per joint rotation, linear betas); frames rejected as outliers lose them with the joints.
 """
 
 from __future__ import annotations
@@ -12,11 +18,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
 
 from y2r.artifacts import HAND_SIDES, CameraArtifact, HandsArtifact, HandTrack, IngestArtifact
 from y2r.errors import ToolError
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources, WorkerContext
-from y2r.tools.launch import ToolSession, checkpoint_path, launch_spec, request_timeout, tool_root, worker_log_path
+from y2r.stages.hands.association import Detection, associate
+from y2r.stages.hands.lifting import wrist_frame
+from y2r.stages.hands.temporal import TrackArrays, clean_track
+from y2r.tools.launch import (
+    ToolSession,
+    checkpoint_path,
+    launch_spec,
+    request_timeout,
+    tool_root,
+    worker_log_path,
+)
 from y2r.tools.wilor import HandObservation, convert_hand, read_output
 
 CHECKPOINTS = {  # key in tools.wilor.checkpoints -> default path in the checkout (demo.py's)
@@ -24,6 +41,7 @@ CHECKPOINTS = {  # key in tools.wilor.checkpoints -> default path in the checkou
     "model_config": "pretrained_models/model_config.yaml",
     "detector": "pretrained_models/detector.pt",
 }
+MANO_SHAPES = {"global_orient": (3,), "hand_pose": (15, 3), "betas": (10,)}
 
 
 def depth_sampler(cam: CameraArtifact):
@@ -32,8 +50,8 @@ def depth_sampler(cam: CameraArtifact):
 
     def sample(frame: int, uv: np.ndarray) -> np.ndarray:
         H, W = depth.shape[1:]
-        u = np.rint(uv[:, 0]).astype(np.int64)
-        v = np.rint(uv[:, 1]).astype(np.int64)
+        u = np.rint(np.nan_to_num(uv[:, 0], nan=-1)).astype(np.int64)
+        v = np.rint(np.nan_to_num(uv[:, 1], nan=-1)).astype(np.int64)
         inside = np.isfinite(uv).all(1) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
         out = np.full(len(uv), np.nan)
         ui, vi = u[inside], v[inside]
@@ -44,32 +62,57 @@ def depth_sampler(cam: CameraArtifact):
     return sample
 
 
-def assign_sides(observations: list[HandObservation], T: int) -> dict[str, list[HandObservation | None]]:
-    """Per frame, the best-scoring detection of each side (WiLoR's detector labels left / right)."""
-    best: dict[str, list[HandObservation | None]] = {s: [None] * T for s in HAND_SIDES}
-    for o in observations:
-        cur = best[o.side][o.frame]
-        if cur is None or o.score > cur.score:
-            best[o.side][o.frame] = o
-    return best
+def to_detection(o: HandObservation) -> Detection:
+    """WiLoR's detector class is its handedness call; its confidence, the probability of that call."""
+    p = float(np.clip(o.score, 0.5, 1.0))
+    return Detection(frame=o.frame, p_right=p if o.side == "right" else 1.0 - p, keypoints_2d=o.keypoints_2d,
+                     score=o.score, joints_cam=o.joints_cam, payload=o)
 
 
-def build_track(per_frame: list[HandObservation | None], T: int) -> HandTrack:
-    h = HandTrack.empty(T)
-    mano = {"global_orient": np.full((T, 3), np.nan, np.float32), "hand_pose": np.full((T, 15, 3), np.nan, np.float32),
-            "betas": np.full((T, 10), np.nan, np.float32)}
-    for t, o in enumerate(per_frame):
-        if o is None:
+def interpolate_mano(mano: dict[str, np.ndarray], has: np.ndarray, want: np.ndarray) -> None:
+    """Fill MANO at frames ``want & ~has`` between the nearest frames that have it, in place."""
+    known = np.flatnonzero(has)
+    for t in np.flatnonzero(want & ~has):
+        a, b = known[known < t], known[known > t]
+        if not len(a) or not len(b):
             continue
-        h.valid[t] = True
-        h.joints_cam[t] = o.joints_cam
-        h.keypoints_2d[t] = o.keypoints_2d
-        h.cam_T_wrist[t] = o.cam_T_wrist
-        h.score[t] = o.score
-        for k in mano:
-            mano[k][t] = o.mano[k]
-    h.mano = mano
-    return h
+        a, b = a[-1], b[0]
+        s = (t - a) / (b - a)
+        for k in ("global_orient", "hand_pose"):
+            ra = Rotation.from_rotvec(mano[k][a].reshape(-1, 3))
+            rb = Rotation.from_rotvec(mano[k][b].reshape(-1, 3))
+            mano[k][t] = np.stack([Slerp([0.0, 1.0], Rotation.concatenate([ra[j], rb[j]]))([s]).as_rotvec()[0]
+                                   for j in range(len(ra))]).reshape(mano[k][t].shape)
+        mano["betas"][t] = (1 - s) * mano["betas"][a] + s * mano["betas"][b]
+
+
+def build_tracks(observations: list[HandObservation], T: int, fps: float, temporal) -> tuple[dict[str, HandTrack], dict]:
+    """Associated, cleaned left/right tracks (with MANO) from converted WiLoR detections."""
+    sides, assoc = associate([to_detection(o) for o in observations])
+    quality: dict = {"association": assoc}
+    tracks: dict[str, HandTrack] = {}
+    for side in HAND_SIDES:
+        arr = TrackArrays(valid=np.zeros(T, bool), joints_cam=np.full((T, 21, 3), np.nan),
+                          keypoints_2d=np.full((T, 21, 2), np.nan), score=np.zeros(T), is_right=side == "right")
+        mano = {k: np.full((T, *shape), np.nan) for k, shape in MANO_SHAPES.items()}
+        for t, d in sides[side].items():
+            arr.valid[t], arr.joints_cam[t], arr.keypoints_2d[t], arr.score[t] = True, d.joints_cam, d.keypoints_2d, d.score
+            for k in MANO_SHAPES:
+                mano[k][t] = d.payload.mano[k]
+        detected = arr.valid.copy()
+        clean, stats = clean_track(arr, fps, temporal.max_speed_mps, temporal.max_gap_frames, temporal.smoothing)
+        interpolate_mano(mano, detected & clean.valid, clean.valid)
+        for k in MANO_SHAPES:
+            mano[k][~clean.valid] = np.nan
+        cam_T_wrist = np.full((T, 4, 4), np.nan)
+        for t in np.flatnonzero(clean.valid):
+            cam_T_wrist[t] = wrist_frame(clean.joints_cam[t], clean.is_right)
+        quality[side] = {"detected_frames": int(detected.sum()), **stats}
+        tracks[side] = HandTrack(valid=clean.valid.copy(), joints_cam=clean.joints_cam.astype(np.float32),
+                                 keypoints_2d=clean.keypoints_2d.astype(np.float32),
+                                 cam_T_wrist=cam_T_wrist.astype(np.float32), score=clean.score.astype(np.float32),
+                                 mano={k: v.astype(np.float32) for k, v in mano.items()})
+    return tracks, quality
 
 
 class WiLoRHands(Backend):
@@ -103,6 +146,7 @@ class WiLoRHands(Backend):
     def process(self, job: Job) -> HandsArtifact:
         ingest: IngestArtifact = job.load("ingest")
         cam: CameraArtifact = job.load("camera")
+        meta = job.meta or ingest.meta
         T, H, W = ingest.frames.shape[:3]
         frames_path = Path(job.inputs["ingest"]) / "frames.npy"
         raw_path = Path(job.out_dir) / "wilor_raw.npz"
@@ -117,23 +161,20 @@ class WiLoRHands(Backend):
         K = np.asarray(cam.K, np.float64)
         sampler = depth_sampler(cam) if cam.metric_scale else None
         obs = [convert_hand(raw, i, K[int(raw.frame[i])], sampler) for i in range(len(raw))]
-        sides = assign_sides(obs, T)
-        tracks = {s: build_track(sides[s], T) for s in HAND_SIDES}
+        tracks, quality = build_tracks(obs, T, float(meta.fps), self.config.hands.temporal)
         if self.opts.save_vertices and raw.vertices is not None:
-            verts = {s: np.full((T, 778, 3), np.nan, np.float32) for s in HAND_SIDES}
-            for s in HAND_SIDES:
-                for t, o in enumerate(sides[s]):
-                    if o is not None and o.vertices_cam is not None:
-                        verts[s][t] = o.vertices_cam
-            np.savez(Path(job.out_dir) / "vertices.npz", **verts)
+            # Per detection (the vertices are not smoothed with the joints): frame, side, (778,3) camera frame.
+            np.savez(Path(job.out_dir) / "vertices.npz", frame=np.array([o.frame for o in obs], np.int32),
+                     is_right=np.array([o.side == "right" for o in obs]),
+                     vertices_cam=np.array([o.vertices_cam for o in obs], np.float32).reshape(len(obs), 778, 3))
         fits = [o.fit for o in obs]
-        quality = {
+        quality.update({
             "detections": len(obs), "frames_with_hands": int(run.get("frames_with_hands", 0)),
             "valid_frames": {s: int(tracks[s].valid.sum()) for s in HAND_SIDES},
             "reproj_rms_px_median": float(np.median([f.reproj_rms_px for f in fits])) if fits else None,
             "depth_anchored_fraction": float(np.mean([f.used_depth for f in fits])) if fits else None,
             "wilor_focal_px": raw.focal_length,
-        }
+        })
         return HandsArtifact(left=tracks["left"], right=tracks["right"], source="wilor", quality=quality)
 
     def close(self) -> None:

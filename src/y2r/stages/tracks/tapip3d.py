@@ -35,7 +35,14 @@ from y2r.geometry import invert_se3, project, transform_points
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources, WorkerContext
 from y2r.stages.tracks.lifting import lift_frame
 from y2r.stages.tracks.queries import grid_queries
-from y2r.tools.launch import ToolSession, checkpoint_path, launch_spec, request_timeout, tool_root, worker_log_path
+from y2r.tools.launch import (
+    ToolSession,
+    checkpoint_path,
+    launch_spec,
+    request_timeout,
+    tool_root,
+    worker_log_path,
+)
 from y2r.tools.tapip3d import read_result, write_input
 
 # Where the extrinsics in a result file and the camera stage's poses agree this well, they describe
@@ -231,7 +238,7 @@ class TAPIP3DTracks(Backend):
         uv, z = project_tracks(K, cam_T_world, xyz)
         known = np.isfinite(xyz).all(-1)
         visible = vis & known & (z > 0)
-        quality = {"points": int(len(queries)), "points_without_depth": int((~active).sum()),
+        quality = {"points": len(queries), "points_without_depth": int((~active).sum()),
                    "windows": {k: [list(w) for w in c.windows] for k, c in chains.items()},
                    "lost_at_window_boundaries": int(sum(c.lost for c in chains.values())),
                    "padded_frames": int(sum(c.padded_frames for c in chains.values())),

@@ -87,8 +87,8 @@ class ModelCache:
 
 
 def _install_model_cache(cache: ModelCache) -> None:
-    import vipe.pipeline.processors as processors  # noqa: PLC0415
-    import vipe.slam.system as system  # noqa: PLC0415
+    from vipe.pipeline import processors
+    from vipe.slam import system
 
     depth = cache.wrap("make_depth_model", processors.make_depth_model)
     processors.make_depth_model = depth
@@ -117,7 +117,7 @@ def _known_intrinsics_processor(params: list[float], camera_type):
 
 
 def _pipeline_class():
-    import vipe.pipeline.default as default  # noqa: PLC0415
+    from vipe.pipeline import default
 
     class Y2RPipeline(default.DefaultAnnotationPipeline):
         known_intrinsics: list[float] | None = None
@@ -249,7 +249,7 @@ class ViPEHandler(y2r_shim.Handler):
         # Load now what every request of this preset needs, so the load is paid (and its memory
         # measured) at worker start: the DROID-SLAM net and SLAM's keyframe metric-depth model.
         if params.get("warm", True):
-            import vipe.slam.system as system  # noqa: PLC0415
+            from vipe.slam import system
 
             system.DroidNet()
             if cfg["slam"]["keyframe_depth"] is not None:

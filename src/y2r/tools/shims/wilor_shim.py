@@ -197,7 +197,7 @@ class WiLoRHandler(y2r_shim.Handler):
         np.savez(tmp, **arrays)
         os.replace(tmp, out_path)
         return {"output": str(out_path), "num_frames": T, "num_hands": M, "focal_length": focal,
-                "frames_with_hands": int(len(set(rows["frame"]))), "run_s": round(time.perf_counter() - t0, 3)}
+                "frames_with_hands": len(set(rows["frame"])), "run_s": round(time.perf_counter() - t0, 3)}
 
 
 if __name__ == "__main__":

@@ -2,19 +2,17 @@
 depth filter assertion), no CLI."""
 
 from pathlib import Path
-from typing import Tuple
 
 import cv2
 import numpy as np
 import torch
-
 from datasets.data_ops import _filter_one_depth
 from utils.inference_utils import get_grid_queries, resize_depth_bilinear
 
 DEFAULT_QUERY_GRID_SIZE = 32
 
 
-def prepare_inputs(input_path: str, inference_res: Tuple[int, int], support_grid_size: int, num_threads: int = 8,
+def prepare_inputs(input_path: str, inference_res: tuple[int, int], support_grid_size: int, num_threads: int = 8,
                    device: str = "cpu"):
     if not Path(input_path).is_file():
         raise ValueError(f"Input file not found: {input_path}")

@@ -127,4 +127,4 @@ class _Cuda:
 
 cuda = _Cuda()
 
-from torch import utils  # noqa: E402,F401
+from torch import utils  # noqa: F401

@@ -3,10 +3,9 @@ blobs in BGR images, one box per colour, as ultralytics Results.boxes (xyxy, con
 
 from types import SimpleNamespace
 
+import fake_truth
 import numpy as np
 import torch
-
-import fake_truth
 
 
 class YOLO:
@@ -27,7 +26,7 @@ class YOLO:
                     boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
                     scores.append(score)
                     classes.append(cls)
-            t = lambda a, s: torch.from_numpy(np.asarray(a, np.float32).reshape(s))  # noqa: E731
+            t = lambda a, s: torch.from_numpy(np.asarray(a, np.float32).reshape(s))
             results.append(SimpleNamespace(boxes=SimpleNamespace(xyxy=t(boxes, (-1, 4)), conf=t(scores, (-1,)),
                                                                  cls=t(classes, (-1,)))))
         return results

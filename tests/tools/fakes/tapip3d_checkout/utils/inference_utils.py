@@ -3,14 +3,12 @@ world position; it is visible where it projects inside the frame, in front of th
 behind the depth map (2% tolerance at the nearest pixel). Like TAPIP3D, with T <= 8 frames no
 window runs and every query comes back unmoved and invisible; coords/visibs are squeezed."""
 
-from typing import Tuple
 
 import cv2
-import numpy as np
-import torch
-
 import fake_truth
 import models
+import numpy as np
+import torch
 
 
 def get_grid_queries(grid_size, depths, intrinsics, extrinsics):
@@ -23,7 +21,7 @@ def load_model(checkpoint_path: str):
     return model
 
 
-def resize_depth_bilinear(depth: np.ndarray, new_shape: Tuple[int, int]) -> np.ndarray:
+def resize_depth_bilinear(depth: np.ndarray, new_shape: tuple[int, int]) -> np.ndarray:
     if depth.shape[::-1] == tuple(new_shape):
         return depth.copy()
     is_valid = (depth > 0).astype(np.float32)

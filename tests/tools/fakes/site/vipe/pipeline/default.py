@@ -5,8 +5,13 @@ import pickle
 from pathlib import Path
 
 import fake_truth
+
 from vipe.pipeline import Pipeline
-from vipe.pipeline.processors import AdaptiveDepthProcessor, GeoCalibIntrinsicsProcessor, TrackAnythingProcessor
+from vipe.pipeline.processors import (
+    AdaptiveDepthProcessor,
+    GeoCalibIntrinsicsProcessor,
+    TrackAnythingProcessor,
+)
 from vipe.slam.system import SLAMSystem
 from vipe.streams.base import AssignAttributesProcessor, FrameAttribute, ProcessedVideoStream
 from vipe.utils import io

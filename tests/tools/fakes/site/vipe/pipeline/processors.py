@@ -1,10 +1,10 @@
 """Fake processors: the names y2r's shim memoises, each logging its construction."""
 
+import fake_truth
 import numpy as np
 import torch
 
-import fake_truth
-from vipe.priors.depth import make_depth_model  # noqa: F401 - same name as upstream
+from vipe.priors.depth import make_depth_model
 from vipe.streams.base import FrameAttribute, StreamProcessor
 from vipe.utils.cameras import CameraType
 from vipe.utils.logging import pbar

@@ -3,9 +3,9 @@ poses from fake_truth, focal kept (optimize_intrinsics false) or refined halfway
 
 from types import SimpleNamespace
 
+import fake_truth
 import numpy as np
 
-import fake_truth
 from vipe.priors.depth import make_depth_model
 from vipe.utils.logging import pbar
 

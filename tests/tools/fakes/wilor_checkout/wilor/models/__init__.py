@@ -1,10 +1,9 @@
 import os
 from types import SimpleNamespace
 
+import fake_truth
 import numpy as np
 import torch
-
-import fake_truth
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
@@ -56,7 +55,7 @@ class FakeWiLoR:
             out["verts"].append((tr["R"][i] @ template_vertices().T).T @ m.T)
         B = len(out["pred_cam"])
         pc = np.asarray(out["pred_cam"], np.float64).reshape(B, 3)
-        t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+        t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
         return {
             "pred_cam": t(pc),
             "pred_mano_params": {"global_orient": t(np.asarray(out["go"]).reshape(B, 1, 3, 3)),
