@@ -74,22 +74,36 @@ def test_fake_tool_interpreter_cannot_import_y2r_even_with_y2rs_pythonpath(tmp_p
     assert leaky.returncode == 0  # proves the scrubbing above is what keeps y2r out
 
 
+def wilor_session(tmp_path, work, scene) -> ToolSession:
+    root = fake_envs.wilor_root(tmp_path)
+    env = fake_envs.tool_env(work, root, FAKE_WILOR_TRUTH=str(save_truth(scene, tmp_path / "truth.npz")))
+    spec = launch_spec("wilor", ToolEnv(**env), "wilor_shim.py", root_required=True)
+    pm = root / "pretrained_models"
+    return ToolSession(spec, tmp_path / "wilor.log", {"root": str(root), "checkpoint": str(pm / "wilor_final.ckpt"),
+                                                      "model_config": str(pm / "model_config.yaml"),
+                                                      "detector": str(pm / "detector.pt")})
+
+
 def test_workers_load_once_and_nothing_leaks_into_y2r(tmp_path):
     before = set(sys.modules)
     work = tmp_path / "w"
-    sessions = [vipe_session(tmp_path, work / "vipe"), tapip3d_session(tmp_path, work / "tapip3d")]
+    scene = make_scene(T=2)
+    np.save(tmp_path / "frames.npy", scene.frames)
+    sessions = [vipe_session(tmp_path, work / "vipe"), tapip3d_session(tmp_path, work / "tapip3d"),
+                wilor_session(tmp_path, work / "wilor", scene)]
     try:
         for s in sessions:
             assert s.ensure() is not None
             assert s.hello["y2r_importable"] is False and s.hello["executable"] == str(fake_envs.fake_python())
-        v, t = sessions
+        v, t, w = sessions
         for i in range(3):
+            w.run({"frames": str(tmp_path / "frames.npy"), "output": str(tmp_path / f"hands{i}.npz")}, timeout_s=60)
             r = v.run(vipe_request(tmp_path, f"clip{i}"), timeout_s=60)
             assert vipe.load_result(tmp_path / "out" / f"clip{i}", f"clip{i}").num_frames == 5
             assert r["slam_buffer"] == 5 + 16
             res = t.run(tapip3d_request(tmp_path, f"win{i}"), timeout_s=60)
             assert res["num_queries"] == 2 and res["padded_frames"] == 0
-        assert v.starts == 1 and t.starts == 1
+        assert v.starts == 1 and t.starts == 1 and w.starts == 1
     finally:
         for s in sessions:
             s.close()
@@ -100,6 +114,7 @@ def test_workers_load_once_and_nothing_leaks_into_y2r(tmp_path):
         assert vipe_loads.count(f"vipe {model}") == 1, (model, vipe_loads)
     assert vipe_loads.count("vipe TrackAnythingPipeline") == 3
     assert fake_envs.loads(work / "tapip3d") == ["tapip3d from_pretrained"]
+    assert sorted(fake_envs.loads(work / "wilor")) == ["wilor YOLO", "wilor load_wilor"]
     leaked = {m.split(".")[0] for m in set(sys.modules) - before} & set(TOOL_MODULES)
     assert not leaked, leaked
 
@@ -178,27 +193,38 @@ def test_short_clip_is_padded_not_silently_untracked(tmp_path):
 
 def test_wilor_worker_runs_in_its_checkout(tmp_path):
     work = tmp_path / "w"
-    root = fake_envs.wilor_root(tmp_path)
     scene = make_scene(T=3)
     np.save(tmp_path / "frames.npy", scene.frames)
-    env = fake_envs.tool_env(work, root, FAKE_WILOR_TRUTH=str(save_truth(scene, tmp_path / "truth.npz")))
-    spec = launch_spec("wilor", ToolEnv(**env), "wilor_shim.py", root_required=True)
-    pm = root / "pretrained_models"
-    s = ToolSession(spec, tmp_path / "wilor.log", {"root": str(root), "checkpoint": str(pm / "wilor_final.ckpt"),
-                                                   "model_config": str(pm / "model_config.yaml"),
-                                                   "detector": str(pm / "detector.pt")})
+    s = wilor_session(tmp_path, work, scene)
     try:
         assert s.ensure()["focal_length"] == 5000.0
-        for i in range(2):
-            r = s.run({"frames": str(tmp_path / "frames.npy"), "output": str(tmp_path / f"o{i}.npz"),
-                       "batch_size": 4}, timeout_s=60)
-            assert r["num_hands"] == 6 and r["focal_length"] == pytest.approx(5000 / 256 * 160)
+        r = s.run({"frames": str(tmp_path / "frames.npy"), "output": str(tmp_path / "o.npz"), "batch_size": 4},
+                  timeout_s=60)
+        assert r["num_hands"] == 6 and r["focal_length"] == pytest.approx(5000 / 256 * 160)
     finally:
         s.close()
-    assert sorted(fake_envs.loads(work)) == ["wilor YOLO", "wilor load_wilor"]
-    with np.load(tmp_path / "o0.npz") as z:
+    with np.load(tmp_path / "o.npz") as z:
         assert z["is_right"].tolist() == [True, False] * 3  # the detector saw BGR: red = right
         assert z["global_orient"].shape == (6, 3, 3) and z["keypoints_2d"].shape == (6, 21, 2)
+
+
+def test_vipe_reads_an_image_folder_at_the_real_fps(tmp_path):
+    import cv2
+
+    frames = np.random.default_rng(5).integers(0, 256, (4, 24, 32, 3), dtype=np.uint8)
+    folder = tmp_path / "clip_frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), f[..., ::-1])
+    s = vipe_session(tmp_path, tmp_path / "w")
+    try:
+        s.run({"input": {"kind": "image_dir", "path": str(folder), "fps": 10.0}, "name": "clip",
+               "output_root": str(tmp_path / "out"), "num_frames": 4}, timeout_s=60)
+    finally:
+        s.close()
+    r = vipe.load_result(tmp_path / "out", "clip")
+    expect = (0.5 + 3.0 * frames[..., 0] / 255.0).astype(np.float16).astype(np.float32)
+    assert np.array_equal(r.depth, expect)
 
 
 def test_misconfiguration_is_a_user_error_with_a_fix(tmp_path):
