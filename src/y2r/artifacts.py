@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -154,13 +155,18 @@ class ArtifactStore:
         os.rename(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def clean_stale(self) -> int:
-        """Remove temporary and trash folders left by a killed run, and stage folders without a marker."""
+    def clean_stale(self, video_ids: Iterable[str] | None = None) -> int:
+        """Remove temporary and trash folders left by a killed run, and stage folders without a marker.
+
+        ``video_ids`` limits the sweep to those videos: shards of a SLURM array share OUT and run at
+        the same time, so one shard must never remove another's work in progress.
+        """
         n = 0
         if not self.work.exists():
             return 0
+        only = None if video_ids is None else set(video_ids)
         for vdir in self.work.iterdir():
-            if not vdir.is_dir():
+            if not vdir.is_dir() or (only is not None and vdir.name not in only):
                 continue
             for d in vdir.iterdir():
                 if d.name.startswith(".") and (".tmp-" in d.name or ".trash-" in d.name):
@@ -169,7 +175,7 @@ class ArtifactStore:
                 elif d.is_dir() and not (d / MARKER).exists():
                     shutil.rmtree(d, ignore_errors=True)
                     n += 1
-        for p in self.episodes.glob(".*.tmp") if self.episodes.exists() else []:
+        for p in self.episodes.glob(".*.tmp") if self.episodes.exists() and only is None else []:
             p.unlink(missing_ok=True)
             n += 1
         return n

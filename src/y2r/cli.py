@@ -120,10 +120,19 @@ def run(inputs, out, config, sets, workers, executor, address, shard, dry_run, q
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--unfinished", is_flag=True, help="Print the videos that are not finished (to resubmit), one per line.")
-def status(out, as_json, unfinished) -> None:
+@click.option("--shards", is_flag=True,
+              help="With --unfinished: print the SLURM array indices of unfinished shards instead (e.g. 3,7-9).")
+def status(out, as_json, unfinished, shards) -> None:
     """Per-stage progress, failed videos with their errors, and the live run (GPUs, workers, ETA)."""
-    from y2r.status import collect_status, print_status  # noqa: PLC0415
+    from y2r.status import array_ranges, collect_status, print_status, shards_to_resubmit  # noqa: PLC0415
 
+    if shards:
+        if not unfinished:
+            raise UsageError("--shards goes with --unfinished: y2r status OUT --unfinished --shards")
+        todo = shards_to_resubmit(Path(out))
+        if todo:  # nothing printed when every shard is finished, so `[ -n "$(...)" ]` works in scripts
+            click.echo(array_ranges(todo))
+        return
     st = collect_status(Path(out))
     if unfinished:
         for v in st["unfinished"]:

@@ -238,6 +238,10 @@ class ExecutionConfig(Section):
     executor: Literal["local", "ray"] = Field("local", description="local (this machine) or ray (a Ray cluster).")
     workers: int | None = Field(None, ge=1, description="CPU worker processes; null = number of cores.")
     ray_address: str | None = Field(None, description="Ray cluster address (auto, HOST:PORT); null starts a local instance.")
+    ray_gpu_memory_mb: float | None = Field(
+        None, gt=0,
+        description="GPU memory (MB) assumed for a Ray GPU whose memory NVML cannot read (logical GPUs, e.g. tests); null: such a GPU is an error.",
+    )
     task_timeout_s: float = Field(600.0, gt=0, description="Base per-task timeout (plus per-frame allowances).")
     task_timeout_s_per_frame: float = Field(2.0, ge=0, description="Added to the task timeout per frame of the video.")
     no_progress_s: float = Field(900.0, gt=0, description="Kill a task whose worker reported progress once and then none for this long.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from y2r.errors import UsageError
 from y2r.execution.driver import Driver, RunReport, VideoPlan
 from y2r.execution.memory_model import MemoryModel
 from y2r.execution.scheduler import CPU_LANE, GpuSpec, Lane, RetryPolicy, Scheduler, TimeoutPolicy
-from y2r.ledger import Ledger, ledger_name
+from y2r.ledger import Ledger, ledger_name, ledger_paths
 from y2r.stages.base import STAGE_ORDER, STAGES, MemoryProfile, backend_class, backend_name
 
 LIST_SUFFIXES = (".txt", ".list", ".lst")
@@ -159,7 +160,17 @@ def plan_videos(paths: list[Path], config: Config, store: ArtifactStore, ledger:
                 shard: tuple[int, int] | None = None) -> Plan:
     fps = fingerprints(config)
     backends = stage_backends(config)
-    ids = assign_ids(paths, ledger.video_ids())
+    # Ids every ledger of OUT already gave: the shards of an array must agree on them (a video's id
+    # decides its shard), even when the input list changed between submissions.
+    known: dict[str, str] = {}
+    for p in _other_ledgers(store.root, ledger):
+        try:
+            with Ledger(p, readonly=True) as other:
+                known.update(other.video_ids())
+        except (UsageError, sqlite3.Error):
+            continue
+    known.update(ledger.video_ids())
+    ids = assign_ids(paths, known)
     plans: dict[str, VideoPlan] = {}
     skipped = 0
     for p in paths:
@@ -236,29 +247,52 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
         shard: tuple[int, int] | None = None, argv: list[str] | None = None) -> RunResult:
     """Run the pipeline on ``inputs`` into ``out`` (resumable: run it again to finish)."""
     out = Path(out)
+    if config.execution.executor == "ray":
+        from y2r.execution.ray_executor import require_ray  # noqa: PLC0415
+
+        require_ray()  # the optional extra: a one-line error before anything is written
     paths = discover(inputs, config.ingest.extensions)
     if not paths:
         raise UsageError("no input videos found (give video files, folders, or a text file listing paths)")
     out.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(out)
-    store.clean_stale()
+    if shard is None:
+        store.clean_stale()
     (out / "config.yaml").write_text(config.to_yaml())
     ledger = Ledger(out / ledger_name(shard))
     display = display or RunDisplay()
     try:
         run_id = ledger.start_run(argv if argv is not None else sys.argv, config.to_yaml(), __version__)
         plan = plan_videos(paths, config, store, ledger, shard)
-        gpus = gpu_specs(config) if any(l.gpu for l in build_lanes(config)[0].values()) else []
-        workers = config.execution.workers or _default_workers()
-        sched = build_scheduler(config, plan.plans, ledger, store, workers=workers, gpus=gpus)
+        if shard is not None:
+            # Shards share OUT and run concurrently: sweep only this shard's videos (planning reads
+            # completion markers only, so it is unaffected by leftovers).
+            store.clean_stale(plan.plans)
+        need_gpus = any(l.gpu for l in build_lanes(config)[0].values())
         if config.execution.executor == "ray":
             from y2r.execution.ray_executor import RayTransport  # noqa: PLC0415
 
+            # The cluster's GPUs and CPUs, not this machine's: the transport reserves and measures them.
             transport = RayTransport(config, out / "logs")
+            try:
+                gpus = transport.gpu_specs() if need_gpus else []
+                workers = config.execution.workers or transport.default_cpu_workers(len(gpus))
+            except BaseException:
+                transport.shutdown()
+                raise
         else:
             from y2r.execution.local import LocalTransport  # noqa: PLC0415
 
+            gpus = gpu_specs(config) if need_gpus else []
+            workers = config.execution.workers or _default_workers()
             transport = LocalTransport(out / "logs", threads_per_worker=max(1, (_default_workers() // workers)))
+        try:
+            sched = build_scheduler(config, plan.plans, ledger, store, workers=workers, gpus=gpus)
+            if hasattr(transport, "bind"):
+                transport.bind(sched)  # GPU shares on Ray are sized by the scheduler's memory model
+        except BaseException:
+            transport.shutdown()
+            raise
         totals = {s: len(plan.plans) for s in STAGE_ORDER}
         done_counts = {s: sum(1 for p in plan.plans.values() if s in p.done) for s in STAGE_ORDER}
         display.start(totals, done_counts)
@@ -272,10 +306,27 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
         ledger.close()
 
 
+def _failures(ledger: Ledger) -> list[dict]:
+    return [{"video_id": t.video_id, "stage": t.stage, "kind": t.error_kind, "message": t.error_message,
+             "source_path": (ledger.video(t.video_id) or {}).get("source_path")} for t in ledger.failures()]
+
+
+def _other_ledgers(out: Path, ledger: Ledger) -> list[Path]:
+    """The other ledgers of OUT (the other shards of a SLURM array, or a run without --shard)."""
+    mine = ledger.path.resolve()
+    return [p for p in ledger_paths(out) if p.resolve() != mine]
+
+
 def finalize_dataset(out: Path, ledger: Ledger) -> None:
     """Dataset-level outputs from whatever episodes exist: manifest, stats, report."""
-    failed = [{"video_id": t.video_id, "stage": t.stage, "kind": t.error_kind, "message": t.error_message,
-               "source_path": (ledger.video(t.video_id) or {}).get("source_path")} for t in ledger.failures()]
+    failed = _failures(ledger)
+    # Shards share OUT: whichever finishes last writes the manifest, so it lists every shard's failures.
+    for p in _other_ledgers(out, ledger):
+        try:
+            with Ledger(p, readonly=True) as other:
+                failed += _failures(other)
+        except (UsageError, sqlite3.Error):  # a shard still creating its ledger: its failures come later
+            continue
     try:
         from y2r.dataset.manifest import write_manifest  # noqa: PLC0415
         from y2r.dataset.stats import write_stats  # noqa: PLC0415

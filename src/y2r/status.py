@@ -3,6 +3,8 @@ videos with their one-line errors, and -- when a run is live -- GPUs, workers, t
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from pathlib import Path
 
 from rich.markup import escape
@@ -11,7 +13,7 @@ from rich.table import Table
 from y2r.console import console
 from y2r.errors import UsageError
 from y2r.execution.driver import load_status
-from y2r.ledger import STATES, Ledger, ledger_paths
+from y2r.ledger import STATES, Ledger, ledger_name, ledger_paths
 from y2r.stages.base import STAGE_ORDER
 
 
@@ -42,6 +44,62 @@ def collect_status(out: Path) -> dict:
                     unfinished.append({"video_id": vid, "source_path": sources[vid], "states": states})
     return {"out": str(out), "ledgers": [p.name for p in paths], "videos": videos, "stages": counts,
             "failures": failures, "unfinished": unfinished, "live": load_status(out)}
+
+
+_SHARD_LEDGER = re.compile(r"ledger-shard-(\d+)-of-(\d+)\.sqlite$")
+
+
+def shards_to_resubmit(out: Path) -> list[int]:
+    """SLURM array indices whose shard is not finished: to pass to ``sbatch --array`` again.
+
+    A shard needs another run when its ledger is missing (the job never started, or died before
+    creating it), when its last run did not end (killed by the scheduler's time limit, node failure,
+    Ctrl-C), or when any of its videos has no finished episode (failed ones included, as with
+    ``--unfinished``). Run it once the array has left the queue: a shard still running looks
+    unfinished too.
+    """
+    found: dict[int, set[int]] = {}
+    for p in Path(out).glob("ledger-shard-*-of-*.sqlite"):
+        m = _SHARD_LEDGER.match(p.name)
+        if m:
+            found.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+    if not found:
+        raise UsageError(f"{out}: no shard ledgers here (was it run with --shard I/N?)")
+    if len(found) > 1:
+        raise UsageError(f"{out}: ledgers of different shard counts ({', '.join(map(str, sorted(found)))}); "
+                         "resubmit with the count used originally")
+    (n,) = found
+    todo = []
+    for i in range(n):
+        p = Path(out) / ledger_name((i, n))
+        if not p.exists():
+            todo.append(i)
+            continue
+        try:
+            with Ledger(p, readonly=True) as led:
+                runs = led.runs()
+                last = max(runs, key=lambda r: r["run_id"])["status"] if runs else None
+                unfinished = any(t.state != "done" for t in led.tasks(stage="episode"))
+        except sqlite3.Error:
+            todo.append(i)  # unreadable (it was being created when its job died)
+            continue
+        if last not in ("ok", "failed") or unfinished:
+            todo.append(i)
+    return todo
+
+
+def array_ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"`` (the syntax of ``sbatch --array``)."""
+    parts: list[str] = []
+    xs = sorted(set(indices))
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        parts.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ",".join(parts)
 
 
 def print_status(st: dict) -> None:
