@@ -31,18 +31,14 @@ from y2r.stages.base import Backend, Job, MemoryProfile, Resources
 from y2r.stages.camera.degeneracy import DegeneracyOptions, classify, motion_evidence
 from y2r.stages.camera.depth import DepthOptions, plane_sweep_video
 from y2r.stages.camera.features import FeatureTracker, TrackerOptions, TrackSet, to_grey
-from y2r.stages.camera.intrinsics import (
-    K_from_config,
-    K_from_focal,
-    K_from_fov,
-    focal_from_fundamentals,
-)
+from y2r.stages.camera.intrinsics import K_from_config, K_from_focal, K_from_fov
 from y2r.stages.camera.poses import (
     PoseOptions,
     Reconstruction,
     incremental_sfm,
     rotation_only_poses,
     select_keyframes,
+    sfm_focal_search,
     wide_keyframe_pairs,
 )
 
@@ -64,26 +60,6 @@ def _square_pixels(tracks: TrackSet, K: np.ndarray) -> tuple[TrackSet, np.ndarra
     Ks = K.copy()
     Ks[1, 1] = K[0, 0]
     return TrackSet(tracks.ids, uv, tracks.num_tracks, tracks.corners_detected), Ks
-
-
-def _self_calibrate_initial(pairs, width: int, height: int) -> tuple[float | None, dict]:
-    """Initial focal from fundamental matrices of wide keyframe pairs (Mendonca-Cipolla)."""
-    import cv2
-
-    Fs, w = [], []
-    for p in pairs:
-        if len(p.ua) < 30:
-            continue
-        F, mask = cv2.findFundamentalMat(p.ua, p.ub, cv2.FM_RANSAC, 1.0, 0.999)
-        if F is None or F.shape != (3, 3):
-            continue
-        Fs.append(F)
-        w.append(float(mask.sum()))
-    pp = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-    found = focal_from_fundamentals(Fs, w, pp, 0.18 * width, 2.8 * width)
-    if found is None:
-        return None, {"initial_focal_px": None}
-    return found.focal, {"initial_focal_px": found.focal, "initial_focal_sharpness": found.sharpness}
 
 
 def _anchor_and_scale(rec: Reconstruction, tracks: TrackSet, target_depth: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -190,10 +166,10 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
     rec: Reconstruction | None = None
     if degenerate is None:
         if K_sq is None:
-            f0, info = _self_calibrate_initial(pairs, W, H)
-            quality.update(info)
-            rec = incremental_sfm(tracks_sq, K_from_focal(f0 or K_fallback[0, 0], W, H), popt,
-                                  optimize_focal=True, keyframes=kfs)
+            found = sfm_focal_search(tracks_sq, kfs, W, H, popt, f_min=0.18 * W, f_max=2.8 * W)
+            f0 = found[0] if found is not None else float(K_fallback[0, 0])
+            quality["initial_focal_px"] = f0
+            rec = incremental_sfm(tracks_sq, K_from_focal(f0, W, H), popt, optimize_focal=True, keyframes=kfs)
             if rec is not None and (rec.focal_rel_std is None or rec.focal_rel_std > MAX_FOCAL_REL_STD):
                 quality["self_calibration_rejected"] = {"focal_px": rec.focal, "focal_rel_std": rec.focal_rel_std}
                 focal_source = "fallback_prior"

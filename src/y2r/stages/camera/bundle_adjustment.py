@@ -56,6 +56,23 @@ def _scatter_sum(idx: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
     return out.reshape((n,) + vals.shape[1:])
 
 
+class _Segments:
+    """Sum per group of rows sorted into contiguous segments (np.add.reduceat: one pass in C)."""
+
+    def __init__(self, idx: np.ndarray, n: int):
+        self.order = np.argsort(idx, kind="stable")
+        counts = np.bincount(idx, minlength=n)
+        self.present = np.flatnonzero(counts)
+        self.starts = np.concatenate([[0], np.cumsum(counts[self.present])[:-1]]).astype(np.int64)
+        self.n = n
+
+    def sum(self, vals: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.n,) + vals.shape[1:])
+        if len(vals):
+            out[self.present] = np.add.reduceat(vals[self.order], self.starts, axis=0)
+        return out
+
+
 def _huber_weights(norm: np.ndarray, delta: float) -> np.ndarray:
     w = np.ones_like(norm)
     big = norm > delta
@@ -85,22 +102,38 @@ class _Structure:
         self.fcol = self.nc - 1 if optimize_focal else -1
         self.m_free = np.flatnonzero(slot[cam_idx] >= 0)  # observations by free cameras
         self.slot = slot[cam_idx[self.m_free]]
-        # All ordered pairs (i, j) of free observations of the same point: S -= W_i V^-1 W_j^T.
-        pf = pt_idx[self.m_free]
-        order = np.argsort(pf, kind="stable")
-        counts = np.bincount(pf, minlength=P)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        k = counts[pf[order]]
-        first = np.repeat(np.arange(len(order)), k)
-        within = np.arange(len(first)) - np.repeat(np.cumsum(k) - k, k)
-        second = starts[pf[order]][first] + within
-        self.pair_i = order[first]  # indices into m_free
-        self.pair_j = order[second]
-        si, sj = self.slot[self.pair_i], self.slot[self.pair_j]
+        self.by_point = _Segments(pt_idx, P)
+        self.by_free_point = _Segments(pt_idx[self.m_free], P)
+        self.by_slot = _Segments(self.slot, self.nf)
+        self.dof, self.P = dof, P
+        self.pf = pt_idx[self.m_free]
+        # S -= sum_p W_p V_p^-1 W_p^T is computed as G G^T with G = W V^-T/2 stored densely when it
+        # is small (one BLAS product), else by accumulating the blocks of all ordered pairs of
+        # observations of the same point.
+        self.dense = self.nf * dof * 3 * P <= 6_000_000
         e = np.arange(dof)
-        # Flat index into the (nf*dof)^2 camera block for each pair's dof x dof entries.
-        self.pair_flat = ((si[:, None, None] * dof + e[None, :, None]) * (self.nf * dof)
-                          + sj[:, None, None] * dof + e[None, None, :])
+        if self.dense:
+            self.g_rows = np.broadcast_to((self.slot[:, None] * dof + e)[:, :, None], (len(self.slot), dof, 3))
+            self.g_cols = np.broadcast_to((3 * self.pf[:, None] + np.arange(3))[:, None, :], (len(self.slot), dof, 3))
+        self._pairs = None
+
+    def pairs(self):
+        if self._pairs is None:
+            dof, pf = self.dof, self.pf
+            order = np.argsort(pf, kind="stable")
+            counts = np.bincount(pf, minlength=self.P)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            k = counts[pf[order]]
+            first = np.repeat(np.arange(len(order)), k)
+            within = np.arange(len(first)) - np.repeat(np.cumsum(k) - k, k)
+            second = starts[pf[order]][first] + within
+            pi, pj = order[first], order[second]  # indices into m_free
+            si, sj = self.slot[pi], self.slot[pj]
+            e = np.arange(dof)
+            flat = ((si[:, None, None] * dof + e[None, :, None]) * (self.nf * dof)
+                    + sj[:, None, None] * dof + e[None, None, :])
+            self._pairs = (pi, pj, flat)
+        return self._pairs
 
 
 def bundle_adjust(
@@ -167,12 +200,12 @@ def bundle_adjust(
         Jp1 = fz[:, None] * (Rm[:, 1, :] - yn[:, None] * Rm[:, 2, :])  # P1 R
         wr0, wr1 = w * res[:, 0], w * res[:, 1]
 
-        V = _scatter_sum(pt_idx, w[:, None, None] * (_outer(Jp0, Jp0) + _outer(Jp1, Jp1)), P)
-        g_p = _scatter_sum(pt_idx, Jp0 * wr0[:, None] + Jp1 * wr1[:, None], P)
+        V = st.by_point.sum(w[:, None, None] * (_outer(Jp0, Jp0) + _outer(Jp1, Jp1)))
+        g_p = st.by_point.sum(Jp0 * wr0[:, None] + Jp1 * wr1[:, None])
         wf = w[mf]
-        Ablk = _scatter_sum(st.slot, wf[:, None, None] * (_outer(Jc0[mf], Jc0[mf]) + _outer(Jc1[mf], Jc1[mf])), nf)
+        Ablk = st.by_slot.sum(wf[:, None, None] * (_outer(Jc0[mf], Jc0[mf]) + _outer(Jc1[mf], Jc1[mf])))
         g_c = np.zeros(nc)
-        g_c[: nf * dof] = _scatter_sum(st.slot, Jc0[mf] * wr0[mf, None] + Jc1[mf] * wr1[mf, None], nf).reshape(-1)
+        g_c[: nf * dof] = st.by_slot.sum(Jc0[mf] * wr0[mf, None] + Jc1[mf] * wr1[mf, None]).reshape(-1)
         Wobs = wf[:, None, None] * (_outer(Jc0[mf], Jp0[mf]) + _outer(Jc1[mf], Jp1[mf]))  # (Mf,dof,3)
         A = np.zeros((nc, nc))
         for k in range(nf):
@@ -180,12 +213,12 @@ def bundle_adjust(
         lin = {"A": A, "g_c": g_c, "V": V, "g_p": g_p, "W": Wobs, "w": w}
         if optimize_focal:
             Jf0, Jf1 = xn, yn  # d(u,v)/df
-            A[fcol, : nf * dof] = _scatter_sum(st.slot, wf[:, None] * (Jc0[mf] * Jf0[mf, None] + Jc1[mf] * Jf1[mf, None]),
-                                               nf).reshape(-1)
+            A[fcol, : nf * dof] = st.by_slot.sum(wf[:, None] * (Jc0[mf] * Jf0[mf, None] + Jc1[mf] * Jf1[mf, None])
+                                                 ).reshape(-1)
             A[: nf * dof, fcol] = A[fcol, : nf * dof]
             A[fcol, fcol] = np.sum(w * (Jf0**2 + Jf1**2))
             g_c[fcol] = np.sum(Jf0 * wr0 + Jf1 * wr1)
-            lin["Wf"] = _scatter_sum(pt_idx, w[:, None] * (Jp0 * Jf0[:, None] + Jp1 * Jf1[:, None]), P)  # (P,3)
+            lin["Wf"] = st.by_point.sum(w[:, None] * (Jp0 * Jf0[:, None] + Jp1 * Jf1[:, None]))  # (P,3)
         return lin
 
     def reduced(lin, lam):
@@ -200,16 +233,29 @@ def bundle_adjust(
         A = lin["A"]
         S = A + lam * np.diag(np.diag(A)) + 1e-9 * np.eye(nc)
         Y = np.matmul(lin["W"], Vinv[pt_idx[mf]])  # (Mf,dof,3) = W_o V_p^-1
-        blocks = np.matmul(Y[st.pair_i], np.swapaxes(lin["W"][st.pair_j], 1, 2))  # (pairs,dof,dof)
-        S[: nf * dof, : nf * dof] -= np.bincount(st.pair_flat.reshape(-1), weights=blocks.reshape(-1),
-                                                 minlength=(nf * dof) ** 2).reshape(nf * dof, nf * dof)
+        L = None
+        if st.dense:
+            try:
+                L = np.linalg.cholesky(Vd)
+            except np.linalg.LinAlgError:
+                L = None
+        if L is not None:
+            Gobs = np.matmul(lin["W"], np.swapaxes(np.linalg.inv(L), 1, 2)[pt_idx[mf]])  # W_o L_p^-T
+            G = np.zeros((nf * dof, 3 * P))
+            G[st.g_rows, st.g_cols] = Gobs
+            S[: nf * dof, : nf * dof] -= G @ G.T
+        elif nf:
+            pi, pj, flat = st.pairs()
+            blocks = np.matmul(Y[pi], np.swapaxes(lin["W"][pj], 1, 2))  # (pairs,dof,dof)
+            S[: nf * dof, : nf * dof] -= np.bincount(flat.reshape(-1), weights=blocks.reshape(-1),
+                                                     minlength=(nf * dof) ** 2).reshape(nf * dof, nf * dof)
         Vg = np.einsum("pij,pj->pi", Vinv, lin["g_p"])  # V^-1 g_p
         rhs = -lin["g_c"].copy()
-        rhs[: nf * dof] += _scatter_sum(st.slot, np.einsum("mij,mj->mi", lin["W"], Vg[pt_idx[mf]]), nf).reshape(-1)
+        rhs[: nf * dof] += st.by_slot.sum(np.einsum("mij,mj->mi", lin["W"], Vg[pt_idx[mf]])).reshape(-1)
         if optimize_focal:
             Wf = lin["Wf"]
             YWf = np.einsum("mij,mj->mi", Y, Wf[pt_idx[mf]])  # W_o V^-1 Wf_p^T
-            cf = _scatter_sum(st.slot, YWf, nf).reshape(-1)
+            cf = st.by_slot.sum(YWf).reshape(-1)
             S[: nf * dof, fcol] -= cf
             S[fcol, : nf * dof] -= cf
             VWf = np.einsum("pij,pj->pi", Vinv, Wf)
@@ -222,7 +268,7 @@ def bundle_adjust(
         rhs_p = -lin["g_p"]
         if nf:
             d = dc[: nf * dof].reshape(nf, dof)
-            rhs_p = rhs_p - _scatter_sum(pt_idx[mf], np.einsum("mij,mi->mj", lin["W"], d[st.slot]), P)
+            rhs_p = rhs_p - st.by_free_point.sum(np.einsum("mij,mi->mj", lin["W"], d[st.slot]))
         if optimize_focal:
             rhs_p = rhs_p - lin["Wf"] * dc[fcol]
         return np.einsum("pij,pj->pi", Vinv, rhs_p)

@@ -228,7 +228,8 @@ class _Map:
             uv.append(self.tracks.uv[k][m])
         return np.concatenate(ci), np.concatenate(ti), np.concatenate(uv)
 
-    def bundle(self, frames: list[int], fixed: set[int], optimize_focal: bool, rounds: int = 1) -> BundleResult | None:
+    def bundle(self, frames: list[int], fixed: set[int], optimize_focal: bool, rounds: int = 1,
+               max_iterations: int = 30, strict: bool = True) -> BundleResult | None:
         """BA over keyframes ``frames`` (those in ``fixed`` held constant) and the points they see.
 
         After each round, outlier tracks (``outlier_points``) are removed for good and the BA is
@@ -245,21 +246,23 @@ class _Map:
             Ts = np.stack([self.pose[k] for k in frames])
             fixed_mask = np.array([k in fixed for k in frames])
             res = bundle_adjust(Ts[:, :3, :3], Ts[:, :3, 3], self.X[pts], self.focal, self.K[:2, 2], ci, pi, uv,
-                                fixed_cams=fixed_mask, optimize_focal=optimize_focal, huber_px=self.opt.huber_px)
+                                fixed_cams=fixed_mask, optimize_focal=optimize_focal, huber_px=self.opt.huber_px,
+                                max_iterations=max_iterations)
             for n, k in enumerate(frames):
                 self.pose[k] = make_se3(res.R[n], res.t[n])
             self.X[pts] = res.X
             if optimize_focal:
                 self.K[0, 0] = self.K[1, 1] = res.focal
-            kill = outlier_points(pi, res.residual_px, len(pts), self.opt)
+            kill = outlier_points(pi, res.residual_px, len(pts), self.opt, strict)
             self.bad[pts[kill]] = True
             self.X[pts[kill]] = np.nan
-            if not kill.any():
-                break
+            if kill.sum() <= max(2, 0.002 * len(pts)):
+                break  # another round would move nothing that matters
         return res
 
 
-def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int, opt: PoseOptions) -> np.ndarray:
+def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int, opt: PoseOptions,
+                   strict: bool = True) -> np.ndarray:
     """Points whose reprojection errors are not explained by the noise level of the video.
 
     The noise sigma is estimated robustly from all residuals (for inliers the squared residual
@@ -268,6 +271,10 @@ def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int
     a fixed pixel threshold, gets stricter for long tracks, which is what exposes a slowly moving
     object whose every single residual is small. Sigma has a floor so that a near-perfect fit does
     not turn sub-pixel tracker noise into outliers; one residual above ``outlier_px`` always fails.
+
+    With ``strict`` False only that gross test applies. Used while the focal is still a guess: a
+    wrong focal leaves the points that would correct it (near and far ones, wide baselines) with
+    the largest residuals, and removing them for good would lock the wrong focal in.
     """
     sq = residual_px**2
     sigma2 = max(float(np.median(sq)) / (2 * np.log(2)), opt.noise_floor_px**2)
@@ -276,7 +283,8 @@ def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int
     dof = np.maximum(2 * n_obs - 3, 1)
     worst = np.zeros(n_points)
     np.maximum.at(worst, pt_of_obs, residual_px)
-    return (ssr > sigma2 * chi2.ppf(0.999, dof)) | (worst > opt.outlier_px)
+    gross = worst > opt.outlier_px
+    return (gross | (ssr > sigma2 * chi2.ppf(0.999, dof))) if strict else gross
 
 
 def rotation_compensated_parallax(K: np.ndarray, ua: np.ndarray, ub: np.ndarray, thresh_px: float) -> np.ndarray:
@@ -332,23 +340,31 @@ def _init_pair(tracks: TrackSet, kfs: np.ndarray, K: np.ndarray, opt: PoseOption
 
 
 def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimize_focal: bool,
-                    keyframes: np.ndarray | None = None) -> Reconstruction | None:
-    """Keyframe SfM over the whole video; None when no keyframe pair has enough parallax."""
+                    keyframes: np.ndarray | None = None, register_all: bool = True) -> Reconstruction | None:
+    """Keyframe SfM over the whole video; None when no keyframe pair has enough parallax.
+
+    With ``register_all`` False only the keyframes get poses (the rest stay zero, unregistered).
+    """
     kfs = select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared) if keyframes is None else keyframes
     init = _init_pair(tracks, kfs, K, opt)
     if init is None:
         return None
     a, b, Ta, Tb, ids, X = init
     m = _Map(tracks, kfs, K, opt)
+    strict = not optimize_focal  # see outlier_points: lenient until the focal is estimated
     m.pose[a], m.pose[b] = Ta, Tb
     m.X[ids] = X
     if opt.refine:
-        m.bundle([a, b], fixed={a}, optimize_focal=False, rounds=2)
+        m.bundle([a, b], fixed={a}, optimize_focal=False, rounds=2, strict=strict)
 
     # Registration order: forward from b, then backward from a (keyframes between a and b too).
     ia, ib = int(np.searchsorted(kfs, a)), int(np.searchsorted(kfs, b))
     order = [k for k in kfs[ia + 1:ib]] + [k for k in kfs[ib + 1:]] + [k for k in kfs[:ia][::-1]]
-    since_local, next_global = 0, 4
+    # Bundle adjustment while growing: local windows often, the whole map on a geometric
+    # schedule (so its total cost stays proportional to the final one). The focal stays fixed
+    # until the final adjustment: it is the most weakly constrained unknown, its valley with the
+    # translations is long, and crawling along it on a partial map is wasted work.
+    since_local, next_global = 0, 8
     lost = 0
     for k in order:
         ids_k = tracks.ids[k]
@@ -366,23 +382,25 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
             since_local = 0
             reg = sorted(m.pose)
             pos = reg.index(k)
-            window = reg[max(0, pos - opt.local_ba_window + 1): pos + 1]
             if len(reg) >= next_global:
                 next_global *= 2
-                m.bundle(reg, fixed={reg[0]}, optimize_focal=optimize_focal, rounds=opt.outlier_rounds)
+                m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict)
             else:
-                # Keyframes sharing points with the window but outside it anchor the gauge.
-                m.bundle(sorted(set(window) | set(reg[max(0, pos - 2 * opt.local_ba_window): pos + 1])),
-                         fixed=set(reg[max(0, pos - 2 * opt.local_ba_window): max(0, pos - opt.local_ba_window + 1)])
-                         | {reg[0]}, optimize_focal=False)
+                # The window's older neighbours are held fixed: they anchor the gauge.
+                lo = max(0, pos - 2 * opt.local_ba_window)
+                window = reg[lo: pos + 1]
+                fixed = set(reg[lo: max(lo, pos - opt.local_ba_window + 1)]) | {reg[0]}
+                m.bundle(window, fixed=fixed, optimize_focal=False, max_iterations=10, strict=strict)
     reg = sorted(m.pose)
     final: BundleResult | None = None
     if opt.refine and len(reg) >= 2:
-        # Outlier removal first, then points that became triangulable with the refined poses.
-        m.bundle(reg, fixed={reg[0]}, optimize_focal=optimize_focal, rounds=opt.outlier_rounds)
+        # Clean outliers with the focal fixed (cheap; gross outliers also make the focal's valley
+        # hard to descend), add points that became triangulable, then the full adjustment.
+        m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict)
         for k in reg:
             m.triangulate_new(k)
-        final = m.bundle(reg, fixed={reg[0]}, optimize_focal=optimize_focal, rounds=opt.outlier_rounds)
+        final = m.bundle(reg, fixed={reg[0]}, optimize_focal=optimize_focal, rounds=opt.outlier_rounds,
+                         max_iterations=50)
 
     T = tracks.num_frames
     cam_T_world = np.zeros((T, 4, 4))
@@ -399,7 +417,8 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
                                                                            and final.focal_std is not None) else None,
                          stats={"keyframes": len(kfs), "keyframes_registered": len(reg), "keyframes_lost": lost,
                                 "init_pair": [int(a), int(b)], "points": int(len(point_ids))})
-    register_frames(rec, tracks, m.K, opt)
+    if register_all:
+        register_frames(rec, tracks, m.K, opt)
     return rec
 
 
@@ -421,6 +440,97 @@ def register_frames(rec: Reconstruction, tracks: TrackSet, K: np.ndarray, opt: P
         else:
             rec.cam_T_world[t] = Rt
             rec.registered[t] = True
+
+
+# ----------------------------------------------------------------------------------- focal search
+def multiview_reprojection(tracks: TrackSet, frames: list[int], cam_T_world: np.ndarray, K: np.ndarray,
+                           min_views: int = 3) -> np.ndarray:
+    """Reprojection errors (px) of every track seen in ``min_views`` of ``frames``, each track
+    re-triangulated linearly (DLT over all its views) with the given poses.
+
+    Unlike the residuals of a bundle adjustment, this uses every track, inliers or not, so the
+    median compares fairly between reconstructions made under different assumptions.
+    """
+    ti = np.concatenate([tracks.ids[k] for k in frames])
+    ci = np.concatenate([np.full(len(tracks.ids[k]), n) for n, k in enumerate(frames)])
+    uv = np.concatenate([tracks.uv[k] for k in frames])
+    ids, inv, cnt = np.unique(ti, return_inverse=True, return_counts=True)
+    keep = cnt[inv] >= min_views
+    ti, ci, uv, inv = ti[keep], ci[keep], uv[keep], inv[keep]
+    if len(ti) == 0:
+        return np.zeros(0)
+    Pm = np.stack([K @ cam_T_world[k][:3] for k in frames])[ci]  # (M,3,4)
+    rows = np.concatenate([uv[:, :1] * Pm[:, 2] - Pm[:, 0], uv[:, 1:] * Pm[:, 2] - Pm[:, 1]], 0)  # (2M,4)
+    # Normalise rows so that every observation weighs the same in the DLT.
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    owner = np.concatenate([inv, inv])
+    AtA = np.zeros((len(ids), 4, 4))
+    outer = rows[:, :, None] * rows[:, None, :]
+    for i in range(4):
+        for j in range(4):
+            AtA[:, i, j] = np.bincount(owner, outer[:, i, j], minlength=len(ids))
+    _, vecs = np.linalg.eigh(AtA)
+    Xh = vecs[:, :, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        X = Xh[:, :3] / Xh[:, 3:4]
+    p = np.einsum("mij,mj->mi", Pm, np.concatenate([X[inv], np.ones((len(inv), 1))], 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.linalg.norm(p[:, :2] / p[:, 2:3] - uv, axis=1)
+    err[~np.isfinite(err) | (p[:, 2] <= 0)] = 1e3
+    return err
+
+
+def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int, opt: PoseOptions,
+                     f_min: float, f_max: float, max_keyframes: int = 10) -> tuple[float, dict] | None:
+    """Initial focal for self-calibration: the focal whose (cheap) reconstruction explains the tracks best.
+
+    Epipolar methods (Kruppa, Mendonca-Cipolla) are unreliable for video: fundamental matrices of
+    narrow, short-baseline pairs barely constrain the focal. Here each candidate focal gets a
+    reconstruction of a keyframe subset (two-view init + PnP, no BA: a few ms), and is scored by the
+    median multi-view reprojection error of all tracks; a log-spaced grid and a golden-section
+    refinement find the minimum. It only needs to land in the basin of attraction of the final
+    bundle adjustment, which estimates the focal jointly with everything else.
+    """
+    if len(kfs) < 3:
+        return None
+    sub = kfs if len(kfs) <= max_keyframes else kfs[np.unique(np.linspace(0, len(kfs) - 1, max_keyframes).round().astype(int))]
+    # Keep consecutive subset keyframes connected: fall back to all keyframes of a central window.
+    if any(len(tracks.common(int(a), int(b))[0]) < 30 for a, b in zip(sub[:-1], sub[1:])):
+        mid = len(kfs) // 2
+        lo = max(0, mid - max_keyframes // 2)
+        sub = kfs[lo: lo + max_keyframes]
+    quick = PoseOptions(**{**opt.__dict__, "refine": False})
+
+    def score(f: float) -> float:
+        K = K_from_focal(f, width, height)
+        rec = incremental_sfm(tracks, K, quick, optimize_focal=False, keyframes=sub, register_all=False)
+        if rec is None or rec.registered.sum() < 3:
+            return np.inf
+        frames = [int(k) for k in np.flatnonzero(rec.registered)]
+        err = multiview_reprojection(tracks, frames, rec.cam_T_world, K)
+        return float(np.median(err)) if len(err) else np.inf
+
+    grid = np.geomspace(f_min, f_max, 9)
+    costs = np.array([score(f) for f in grid])
+    if not np.isfinite(costs).any():
+        return None
+    i = int(np.argmin(costs))
+    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = score(np.exp(a)), score(np.exp(b))
+    for _ in range(6):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = score(np.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = score(np.exp(b))
+    f = float(np.exp(a if fa < fb else b))
+    return f, {"initial_focal_px": f, "initial_focal_grid": {f"{g_:.0f}": (None if not np.isfinite(c) else round(c, 4))
+                                                            for g_, c in zip(grid, costs)}}
 
 
 # ----------------------------------------------------------------------------------- rotation only
