@@ -6,6 +6,9 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
+import socket
+import time
 
 import pytest
 
@@ -13,7 +16,7 @@ from y2r import pipeline
 from y2r.cli import main
 from y2r.ledger import Ledger, ledger_name
 from y2r.pipeline import shard_of
-from y2r.status import array_ranges, collect_status, shards_to_resubmit
+from y2r.status import array_ranges, collect_status, live_shards, shards_to_resubmit
 
 
 def cli(argv, capsys) -> tuple[int, str]:
@@ -61,6 +64,11 @@ def test_shards_split_the_work_and_status_merges_their_ledgers(tmp_path, video_f
         with Ledger(out / ledger_name((i, 2)), readonly=True) as led:
             assert sorted(led.video_ids().values()) == mine  # this shard's videos and no other
     assert not (out / "ledger.sqlite").exists()
+    # One live-status file per shard (concurrent shards would otherwise overwrite one another's).
+    assert not (out / "status.json").exists()
+    for i in range(2):
+        snap = json.loads((out / f"status-shard-{i}-of-2.json").read_text())
+        assert snap["final"] and snap["host"] == socket.gethostname()
     assert sorted(p.name for p in (out / "episodes").iterdir()) == ["v0.h5", "v1.h5", "v2.h5", "v3.h5"]
     st = collect_status(out)
     assert st["videos"] == 4 and st["ledgers"] == ["ledger-shard-0-of-2.sqlite", "ledger-shard-1-of-2.sqlite"]
@@ -148,3 +156,23 @@ def test_ids_stay_consistent_across_shards_when_inputs_grow(tmp_path, video_fact
     (b_id,) = ids_of[str(b.resolve())]
     assert b_id.startswith("clip-") and shard_of(b_id, 2) in (0, 1)
     assert sorted(p.stem for p in (out / "episodes").iterdir()) == sorted(["clip", b_id])
+
+
+def test_status_shows_the_shards_running_now_on_any_host(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    Ledger(out / ledger_name((0, 4))).close()
+    now = time.time()
+    base = {"stages": {}, "gpus": [], "lanes": {}, "elapsed_s": 12.0, "eta_s": 30.0, "final": False,
+            "running": [{"video_id": "v", "stage": "camera"}]}
+    snaps = {
+        0: {**base, "host": "node-a", "pid": 1234, "updated_utc": now - 3},  # another node, fresh: live
+        1: {**base, "host": "node-b", "pid": 1234, "updated_utc": now - 300},  # another node, silent: gone
+        2: {**base, "host": socket.gethostname(), "pid": os.getpid(), "updated_utc": now - 300},  # here, alive
+        3: {**base, "host": "node-c", "pid": 1, "updated_utc": now, "final": True},  # finished
+    }
+    for i, snap in snaps.items():
+        (out / f"status-shard-{i}-of-4.json").write_text(json.dumps(snap))
+    assert [(s["shard"], s["host"]) for s in live_shards(out)] == [(0, "node-a"), (2, socket.gethostname())]
+    code, text = cli(["status", str(out)], capsys)
+    assert code == 0 and "shards running now" in text and "node-a" in text and "node-b" not in text

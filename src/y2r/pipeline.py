@@ -297,7 +297,8 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
         done_counts = {s: sum(1 for p in plan.plans.values() if s in p.done) for s in STAGE_ORDER}
         display.start(totals, done_counts)
         driver = Driver(config=config, out=out, store=store, ledger=ledger, scheduler=sched, transport=transport,
-                        plans=plan.plans, display=display, run_id=run_id)
+                        plans=plan.plans, display=display, run_id=run_id,
+                        status_name="status.json" if shard is None else f"status-shard-{shard[0]}-of-{shard[1]}.json")
         report = driver.run()
         ledger.finish_run(run_id, "interrupted" if report.interrupted else ("failed" if report.failed else "ok"))
         finalize_dataset(out, ledger)

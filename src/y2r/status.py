@@ -3,8 +3,12 @@ videos with their one-line errors, and -- when a run is live -- GPUs, workers, t
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 import sqlite3
+import time
 from pathlib import Path
 
 from rich.markup import escape
@@ -43,7 +47,39 @@ def collect_status(out: Path) -> dict:
                 if states.get("episode") != "done":
                     unfinished.append({"video_id": vid, "source_path": sources[vid], "states": states})
     return {"out": str(out), "ledgers": [p.name for p in paths], "videos": videos, "stages": counts,
-            "failures": failures, "unfinished": unfinished, "live": load_status(out)}
+            "failures": failures, "unfinished": unfinished, "live": load_status(out), "live_shards": live_shards(out)}
+
+
+_SHARD_STATUS = re.compile(r"status-shard-(\d+)-of-(\d+)\.json$")
+STALE_S = 30.0  # a driver rewrites its status every 2 s; silence this long means it is gone
+
+
+def live_shards(out: Path) -> list[dict]:
+    """The status snapshots of shard drivers still running (SLURM arrays: one file per shard).
+
+    Shards usually run on other nodes, where their pid means nothing here: a snapshot on this host
+    is live if its process is; one from another host if it was rewritten in the last ``STALE_S``.
+    """
+    found = []
+    for p in sorted(Path(out).glob("status-shard-*-of-*.json")):
+        m = _SHARD_STATUS.match(p.name)
+        try:
+            snap = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if not m or snap.get("final"):
+            continue
+        if snap.get("host") == socket.gethostname():
+            try:
+                os.kill(int(snap.get("pid") or 0), 0)
+                alive = bool(snap.get("pid"))
+            except OSError:
+                alive = False
+        else:
+            alive = time.time() - float(snap.get("updated_utc") or 0) < STALE_S
+        if alive:
+            found.append({**snap, "shard": int(m.group(1)), "of": int(m.group(2))})
+    return sorted(found, key=lambda s: s["shard"])
 
 
 _SHARD_LEDGER = re.compile(r"ledger-shard-(\d+)-of-(\d+)\.sqlite$")
@@ -129,6 +165,13 @@ def print_status(st: dict) -> None:
                 g.add_row(str(x["index"]), x["name"], f"{x['predicted_mb']:.0f}", f"{x['capacity_mb']:.0f}",
                           str(len(x["workers"])), "[red]out of service[/]" if x.get("out_of_service") else "ok")
             console.print(g)
+    if st.get("live_shards"):
+        sh = Table("shard", "host", "pid", "elapsed s", "running", "ETA s", title="shards running now")
+        for x in st["live_shards"]:
+            sh.add_row(f"{x['shard']}/{x['of']}", escape(str(x.get("host") or "?")), str(x.get("pid")),
+                       f"{x.get('elapsed_s', 0):.0f}", str(len(x.get("running") or [])),
+                       "" if x.get("eta_s") is None else f"{x['eta_s']:.0f}")
+        console.print(sh)
     if st["failures"]:
         console.print(f"[red]{len(st['failures'])} failed[/] (full logs: OUT/logs/<video>/<stage>.log):")
         for f in st["failures"]:

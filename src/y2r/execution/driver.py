@@ -14,6 +14,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -124,7 +125,7 @@ class _Running:
 class Driver:
     def __init__(self, *, config: Config, out: Path, store: ArtifactStore, ledger: Ledger, scheduler: Scheduler,
                  transport: Transport, plans: dict[str, VideoPlan], display: RunDisplay, run_id: int | None = None,
-                 cpu_threads: int = 1):
+                 cpu_threads: int = 1, status_name: str = "status.json"):
         self.config = config
         self.out = Path(out)
         self.logs = self.out / "logs"
@@ -136,6 +137,7 @@ class Driver:
         self.display = display
         self.run_id = run_id
         self.cpu_threads = cpu_threads
+        self.status_name = status_name  # shards of an array share OUT: one live status file each
         self.events: queue.Queue = queue.Queue()
         self.running: dict[tuple[str, str], _Running] = {}
         self.worker_task: dict[str, tuple[str, str]] = {}
@@ -384,12 +386,12 @@ class Driver:
         remaining = sum(c.get("ready", 0) + c.get("waiting", 0) + c.get("running", 0) for c in snap["stages"].values())
         finished_tasks = max(1, self.report.done)
         snap["eta_s"] = None if final or not self.report.done else round(remaining * elapsed / finished_tasks, 1)
-        snap.update({"pid": os.getpid(), "updated_utc": time.time(), "elapsed_s": round(elapsed, 1), "final": final,
+        snap.update({"pid": os.getpid(), "host": socket.gethostname(), "updated_utc": time.time(), "elapsed_s": round(elapsed, 1), "final": final,
                      "running": [{"video_id": k[0], "stage": k[1], "worker": r.worker_id, "gpu": r.gpu,
                                   "predicted_mb": round(r.predicted_mb, 1), "peak_gpu_mb": round(r.peak_gpu_mb, 1)}
                                  for k, r in self.running.items()]})
         try:
-            write_json_atomic(self.out / "status.json", snap)
+            write_json_atomic(self.out / self.status_name, snap)
         except OSError:
             pass
 
