@@ -30,3 +30,19 @@ def test_warped_patch_shows_the_rotated_pattern():
     # A maps template offsets to image offsets: x -> -y... in image axes (v down) that is a
     # clockwise quarter turn of the array
     assert np.allclose(np.rot90(p0, k=-1), p90, atol=1e-3)
+
+
+def test_an_ambiguous_far_match_in_a_repetitive_texture_is_not_taken():
+    v, u = np.mgrid[0:80, 0:120]
+    checker = (((u // 4) + (v // 4)) % 2 * 200).astype(np.float32)  # period 8 px both ways
+    checker = cv2.GaussianBlur(checker, (0, 0), 1.0)
+    patches = warped_patches(checker, np.array([[40.0, 40.0]]), np.eye(2)[None], radius=5)
+    centre = np.array([[44.0, 40.0]])  # matches at 40 and 48 (and every 8 px): 4 px away either way
+    found, score = search(checker, patches, centre, np.array([12.0]), trust_px=2.0)
+    assert score[0] > 0.99 and np.allclose(found, centre)
+    # the same pattern once, in a random texture: distinct, found 9 px away
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (80, 120)).astype(np.float32), (0, 0), 1.5)
+    img[35:46, 44:55] = checker[35:46, 35:46]
+    found, _ = search(img, patches, np.array([[40.0, 40.0]]), np.array([12.0]), trust_px=2.0)
+    assert np.allclose(found, [[49.0, 40.0]])

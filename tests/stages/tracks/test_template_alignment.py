@@ -102,3 +102,15 @@ def test_replace_makes_a_new_template():
     s = al.score(other, np.array([[50.0, 40.0]]), np.eye(2)[None], np.array([1]))
     assert s[0] > 0.999
     assert al.score(base, q[:1], np.eye(2)[None], np.array([0]))[0] > 0.999
+
+
+def test_along_a_straight_edge_the_position_stays_at_its_start():
+    # nothing in the image says where along the edge the point is: the start (flow / prediction)
+    # is kept there, while across the edge the image decides
+    img = np.zeros((80, 80), np.float32)
+    img[:, 40:] = 200
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    q = np.array([[40.0, 40.0]])
+    res = TemplateAligner(img, q).align(img, q + [0.8, 1.5], np.eye(2)[None], iterations=20)
+    assert abs(res.centre[0, 0] - 40.0) < 0.05
+    assert abs(res.centre[0, 1] - 41.5) < 0.05

@@ -81,6 +81,7 @@ class TrackerSettings:
     surface_depth_tol: float = 0.15  # relative depth step beyond which a template pixel is another surface
     static_tolerance_px: float = 3.0  # largest distance at which a measurement can agree with its anchor
     static_agreement_frames: int = 3  # agreeing observations after which a re-anchored point is static
+    anchor_depth_sigma: float = 0.02  # relative depth uncertainty of an anchor lifted from the depth map
     search_radius_px: float = 8.0  # re-acquisition search radius for a moving point just lost
     search_growth_px: float = 4.0  # ... growing by this much per frame unseen
     max_search_radius_px: float = 48.0
@@ -107,9 +108,11 @@ class _State:
     A: np.ndarray  # (N,2,2) affine shape of the query template in the image
     vel: np.ndarray  # (N,2) 2D velocity (pixels / frame)
     anchor: np.ndarray  # (N,3) world anchor (NaN: none)
+    anchor_cam: np.ndarray  # (N,3) centre of the camera the anchor was lifted from
     static: np.ndarray  # (N,) bool
     agree: np.ndarray  # (N,) int, consecutive visible frames that agreed with the anchor
     fallback: np.ndarray  # (N,3) the last trusted anchor, kept after re-anchoring (NaN: none)
+    fallback_cam: np.ndarray  # (N,3) its camera centre
     z_last: np.ndarray  # (N,) last observed camera depth (NaN: none)
     A_capture: np.ndarray  # (N,2,2) query-template shape when the recent template was captured
     since_capture: np.ndarray  # (N,) int, frames since the recent template was captured
@@ -202,9 +205,10 @@ class PointTracker:
         init = _State(
             pos=q.copy(), visible=inside_image(q, (H, W)), A=np.tile(np.eye(2), (N, 1, 1)),
             vel=np.zeros((N, 2)),
-            anchor=anchor, static=static0,
+            anchor=anchor, anchor_cam=np.tile(cam.world_T_cam[query_frame, :3, 3], (N, 1)), static=static0,
             # The query anchor starts trusted: the first observation that contradicts it re-anchors.
             agree=np.where(static0, s.static_agreement_frames, 0), fallback=np.full((N, 3), np.nan),
+            fallback_cam=np.full((N, 3), np.nan),
             z_last=z0,
             A_capture=np.tile(np.eye(2), (N, 1, 1)), since_capture=np.zeros(N, int), unseen=np.zeros(N, int),
         )
@@ -276,27 +280,39 @@ class PointTracker:
             lost = fl.ok & ~m.have[idx]
             self._refine_recent(cur, t, idx[lost], fl.points[lost], A_prior, st.A_capture, z_hint, m)
 
-        # 4. Search near the prediction for every point still without a measurement.
-        need = np.flatnonzero(~m.have & inside_image(pred, shape))
+        # 4. Search near the prediction for every point still without a measurement. A static point
+        #    is also searched for where its 2D motion would have taken it: the object it is on may
+        #    just have started to move.
+        motion = st.pos + st.vel
+        moving_radius = np.minimum(s.search_radius_px + s.search_growth_px * st.unseen,
+                                   s.max_search_radius_px)
+        need = np.flatnonzero(~m.have & (inside_image(pred, shape) | inside_image(motion, shape)))
         if need.size:
-            radius = np.where(
-                static[need],
-                np.minimum(s.static_search_radius_px + st.unseen[need], s.max_search_radius_px),
-                np.minimum(s.search_radius_px + s.search_growth_px * st.unseen[need], s.max_search_radius_px))
             patches = warped_patches(self._query_smooth, self._q[need], A_prior[need], s.template_radius)
-            found, _ = search(cur.smooth, patches, pred[need], radius)
+            static_radius = np.minimum(s.static_search_radius_px + st.unseen[need], s.max_search_radius_px)
+            radius = np.where(static[need], static_radius, moving_radius[need])
+            found, score = search(cur.smooth, patches, pred[need], radius)
+            alt = static[need] & (np.linalg.norm(motion[need] - pred[need], axis=1) > 1.0)
+            if alt.any():
+                j = need[alt]
+                found_alt, score_alt = search(cur.smooth, patches[alt], motion[j], moving_radius[j])
+                better = score_alt > score[alt]
+                found[np.flatnonzero(alt)[better]] = found_alt[better]
             self._refine(cur, t, need, found, A_prior, z_hint, s.ncc_reacquire, m)
 
-        # 5a. The measurement against the anchor: gate, fusion, occlusion by depth.
+        # 5a. The measurement against the anchor: gate, fusion, occlusion by depth. The projection's
+        #    variance: the camera's reprojection error plus the anchor's depth error seen from here
+        #    (which grows with the parallax between the anchor's camera and this one).
         have = m.have
-        sp2 = cam.projection_sigma_px ** 2
+        far, _ = cam.project(t, st.anchor + s.anchor_depth_sigma * (st.anchor - st.anchor_cam))
+        sp2 = cam.projection_sigma_px ** 2 + np.nan_to_num((far - proj) ** 2).sum(1)
         diff = np.nan_to_num(m.pos - proj, nan=1e6)
-        S_inv = np.linalg.inv(m.cov + sp2 * np.eye(2))
+        S_inv = np.linalg.inv(m.cov + sp2[:, None, None] * np.eye(2))
         d2 = np.einsum("ni,nij,nj->n", diff, S_inv, diff)
         consistent = (have & np.isfinite(proj).all(1) & (d2 <= _CHI2_2DOF_99)
                       & (np.linalg.norm(diff, axis=1) <= s.static_tolerance_px))
         near = consistent & static
-        fused = proj + sp2 * np.einsum("nij,nj->ni", S_inv, diff)
+        fused = proj + sp2[:, None] * np.einsum("nij,nj->ni", S_inv, diff)
         z_meas = cam.observed_depth(t, np.where(have[:, None], m.pos, -1.0))
         occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol)
         self._counts["depth_occluded"] += int(occluded.sum())
@@ -305,8 +321,10 @@ class PointTracker:
         # 5b. The static hypothesis at the projection; a contradicting measurement needs it refuted.
         geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior)
         geo_ok = static & surface_there & (geo_ncc >= s.ncc_geometric)
+        z_at_proj = cam.observed_depth(t, proj)
+        # (untestable -- no depth at the projection -- counts as refuted: then the image decides)
         refuted = static & inside_image(proj, shape) & ~geo_ok & (
-            surface_there | depth_contradicts(z_proj, cam.observed_depth(t, proj), tol))
+            surface_there | ~np.isfinite(z_at_proj) | depth_contradicts(z_proj, z_at_proj, tol))
         meas_ok &= ~(static & ~near & ~refuted)
         # 5c. A lost point that had a trusted anchor before: is it back there?
         fb_proj, fb_z = cam.project(t, st.fallback)
@@ -349,13 +367,17 @@ class PointTracker:
         new.since_capture = np.where(capture, 0, st.since_capture + 1)
         # Static anchors (module docstring).
         anchor = np.where(reverted[:, None], st.fallback, st.anchor)
+        anchor_cam = np.where(reverted[:, None], st.fallback_cam, st.anchor_cam)
         agrees = vis & (use_geo | (meas_ok & consistent)) & ~depth_contradicts(
             np.where(reverted, fb_z, z_proj), z_obs, tol)
         reanchor = vis & ~agrees
         new.agree = np.where(reverted, s.static_agreement_frames,
                              np.where(vis, np.where(agrees, st.agree + 1, 0), st.agree))
-        new.fallback = np.where((reanchor & st.static)[:, None], st.anchor, st.fallback)
+        keep = (reanchor & st.static)[:, None]
+        new.fallback = np.where(keep, st.anchor, st.fallback)
+        new.fallback_cam = np.where(keep, st.anchor_cam, st.fallback_cam)
         new.anchor = np.where(reanchor[:, None], xyz_obs, anchor)
+        new.anchor_cam = np.where(reanchor[:, None], cam.world_T_cam[t, :3, 3], anchor_cam)
         new.static = new.agree >= s.static_agreement_frames
 
         out.uv[t] = new.pos

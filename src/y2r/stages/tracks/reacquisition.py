@@ -28,11 +28,16 @@ def warped_patches(query_image: np.ndarray, points: np.ndarray, A: np.ndarray, r
 
 
 def search(image: np.ndarray, patches: np.ndarray, centres: np.ndarray, radius: np.ndarray,
-           min_score: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+           min_score: float = 0.5, min_margin: float = 0.1,
+           trust_px: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
     """Best match of each patch (M,h,w) within ``radius`` (M,) pixels of ``centres`` (M,2) in ``image``.
 
     Returns (positions (M,2), scores (M,)): the best match's centre where its score reaches
-    ``min_score``, else the given centre (and its score, or -1 where no window fits in the image).
+    ``min_score`` and, unless it lies within ``trust_px`` of the prediction, is *distinct*: it beats
+    the best match elsewhere in the window (more than the patch's half size away) by ``min_margin``.
+    In a repetitive texture (a checkerboard, tiles) several places match about equally well, and
+    picking a far one would be a guess; the prediction is kept instead and the refinement judges
+    it. The score is -1 where no window fits in the image.
     """
     H, W = image.shape
     found = np.array(centres, np.float64, copy=True).reshape(-1, 2)
@@ -50,6 +55,11 @@ def search(image: np.ndarray, patches: np.ndarray, centres: np.ndarray, radius: 
         score = cv2.matchTemplate(image[y0:y1, x0:x1], patch, cv2.TM_CCOEFF_NORMED)
         _, best, _, (bx, by) = cv2.minMaxLoc(score)
         scores[k] = best
-        if best >= min_score:
-            found[k] = (x0 + bx + r_x, y0 + by + r_y)
+        others = score.copy()
+        others[max(by - r_y, 0):by + r_y + 1, max(bx - r_x, 0):bx + r_x + 1] = -1.0
+        second = float(others.max())
+        pos = (x0 + bx + r_x, y0 + by + r_y)
+        close = np.hypot(pos[0] - found[k, 0], pos[1] - found[k, 1]) <= trust_px
+        if best >= min_score and (close or best - second >= min_margin):
+            found[k] = pos
     return found, scores

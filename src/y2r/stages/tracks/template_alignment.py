@@ -186,6 +186,7 @@ class TemplateAligner:
         mask: np.ndarray | None = None,
         iterations: int = 8,
         max_step_px: float = 2.0,
+        start_prior_px: float = 1.0,
     ) -> AlignmentResult:
         """Align templates ``index`` (default all) to ``image`` starting at ``centre`` (M,2), ``A`` (M,2,2).
 
@@ -204,6 +205,7 @@ class TemplateAligner:
             base_w = base_w * mask
         active = np.ones(M, bool)
         last_shift = np.full(M, np.inf)
+        c0 = c.copy()
         # Translation covariance in template axes, from the last iteration each point ran:
         # sigma^2 (H^-1)_tt (Gauss-Newton), sigma^2 the weighted residual variance. Along an edge
         # H is nearly singular and the covariance is long in that direction (aperture problem).
@@ -228,6 +230,16 @@ class TemplateAligner:
             sdw = SDa * w[..., None]
             Hs = np.matmul(sdw.transpose(0, 2, 1), SDa).astype(np.float64)
             b = np.matmul(e[:, None, :], sdw)[:, 0].astype(np.float64)
+            # Noise floor of the residual variance: 5% of the patch's contrast.
+            sigma2 = np.maximum((w * e * e).sum(1, dtype=np.float64) / np.maximum(w.sum(1), 1e-9), 0.05 ** 2)
+            # A weak prior (std ``start_prior_px``) that the centre stays at its start: it decides
+            # only directions the image does not constrain at all (a flat patch, the length of a
+            # straight edge), where the start (flow or prediction) beats wherever noise would slide
+            # it. In the increment's terms (c_new ~ c - A dp_t): + mu A^T A on H_tt, + mu A^T (c - c0) on b_t.
+            mu = sigma2 / start_prior_px ** 2
+            At = A[a]
+            Hs[:, 4:, 4:] += mu[:, None, None] * np.matmul(np.swapaxes(At, 1, 2), At)
+            b[:, 4:] += mu[:, None] * np.einsum("nji,nj->ni", At, c[a] - c0[a])
             # Damping (Levenberg): translation lightly; the four affine parameters strongly, in
             # proportion to the translation curvature times the window's second moment, so that a
             # well-textured patch still follows rotation and scale while an edge-like or mostly
@@ -242,8 +254,7 @@ class TemplateAligner:
             dp = np.einsum("nij,nj->ni", Hd_inv, b)
             # The translation block of the *full* inverse (not the inverse of the translation block):
             # a patch textured on one side only leaves its centre coupled to the affine shape, and
-            # that coupling is real uncertainty. Noise floor: 5% of the patch's contrast.
-            sigma2 = np.maximum((w * e * e).sum(1, dtype=np.float64) / np.maximum(w.sum(1), 1e-9), 0.05 ** 2)
+            # that coupling is real uncertainty.
             cov_t[a] = sigma2[:, None, None] * Hd_inv[:, 4:, 4:]
             # Step size as the largest displacement it causes in the patch (translation plus the
             # affine part at the patch corner), so iteration continues while the shape changes.
