@@ -49,13 +49,6 @@ def reprojection(R, t, X, focal, pp, cam_idx, pt_idx, uv):
     return proj - uv, Xc, Y
 
 
-def _scatter_sum(idx: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
-    """out[i] = sum of vals[m] over m with idx[m] == i (bincount per component: np.add.at is slow)."""
-    flat = vals.reshape(len(vals), -1)
-    out = np.stack([np.bincount(idx, weights=flat[:, j], minlength=n) for j in range(flat.shape[1])], axis=1)
-    return out.reshape((n,) + vals.shape[1:])
-
-
 class _Segments:
     """Sum per group of rows sorted into contiguous segments (np.add.reduceat: one pass in C)."""
 
@@ -83,10 +76,6 @@ def _huber_weights(norm: np.ndarray, delta: float) -> np.ndarray:
 def _robust_cost(norm: np.ndarray, delta: float) -> float:
     small = norm <= delta
     return float(np.sum(np.where(small, 0.5 * norm**2, delta * (norm - 0.5 * delta))))
-
-
-def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a[:, :, None] * b[:, None, :]
 
 
 class _Structure:
@@ -180,45 +169,50 @@ def bundle_adjust(
         return res, Xc, Y, norm
 
     def linearize(R, focal, res, Xc, Y, norm):
-        """Normal-equation blocks at the current estimate (Huber weights from the residuals)."""
+        """Normal-equation blocks at the current estimate (Huber weights from the residuals).
+
+        Per observation the Jacobian is kept as small dense blocks (2 x dof camera, 2 x 3 point,
+        2 x 1 focal); their products are batched matrix products, summed per camera / point.
+        """
         w = _huber_weights(norm, huber_px)
         w[Xc[:, 2] <= 1e-9] = 0.0
         iz = 1.0 / np.maximum(Xc[:, 2], 1e-9)
         xn, yn = Xc[:, 0] * iz, Xc[:, 1] * iz
         fz = focal * iz
-        # Rows of d(u,v)/d(Xc): P0 = f/z [1, 0, -x/z], P1 = f/z [0, 1, -y/z].
-        P0 = np.stack([fz, np.zeros(M), -fz * xn], 1)
-        P1 = np.stack([np.zeros(M), fz, -fz * yn], 1)
-        # Left rotation perturbation: d(Xc)/dd = -[Y]x, so row P [-Y]x = Y x P.
-        Jc0 = np.cross(Y, P0)
-        Jc1 = np.cross(Y, P1)
-        if not rotation_only:
-            Jc0 = np.concatenate([Jc0, P0], 1)
-            Jc1 = np.concatenate([Jc1, P1], 1)
-        Rm = R[cam_idx]
-        Jp0 = fz[:, None] * (Rm[:, 0, :] - xn[:, None] * Rm[:, 2, :])  # P0 R
-        Jp1 = fz[:, None] * (Rm[:, 1, :] - yn[:, None] * Rm[:, 2, :])  # P1 R
-        wr0, wr1 = w * res[:, 0], w * res[:, 1]
+        # d(u,v)/d(Xc), rows P0 = f/z [1, 0, -x/z] and P1 = f/z [0, 1, -y/z].
+        Pj = np.zeros((M, 2, 3))
+        Pj[:, 0, 0] = fz
+        Pj[:, 1, 1] = fz
+        Pj[:, 0, 2] = -fz * xn
+        Pj[:, 1, 2] = -fz * yn
+        # Left rotation perturbation: d(Xc)/dd = -[Y]x, so each row P [-Y]x = Y x P.
+        Jrot = np.cross(Y[:, None, :], Pj)
+        Jc = Jrot if rotation_only else np.concatenate([Jrot, Pj], 2)  # (M,2,dof)
+        Jp = np.matmul(Pj, R[cam_idx])  # (M,2,3)
+        wJp = Jp * w[:, None, None]
+        wr = res * w[:, None]
+        JpT = np.swapaxes(wJp, 1, 2)  # (M,3,2), weighted
 
-        V = st.by_point.sum(w[:, None, None] * (_outer(Jp0, Jp0) + _outer(Jp1, Jp1)))
-        g_p = st.by_point.sum(Jp0 * wr0[:, None] + Jp1 * wr1[:, None])
-        wf = w[mf]
-        Ablk = st.by_slot.sum(wf[:, None, None] * (_outer(Jc0[mf], Jc0[mf]) + _outer(Jc1[mf], Jc1[mf])))
+        V = st.by_point.sum(np.matmul(JpT, Jp))
+        g_p = st.by_point.sum(np.matmul(JpT, res[:, :, None])[:, :, 0])
+        Jcf = Jc[mf]
+        JcT = np.swapaxes(Jcf, 1, 2)  # (Mf,dof,2)
+        Ablk = st.by_slot.sum(np.matmul(JcT * w[mf, None, None], Jcf))
         g_c = np.zeros(nc)
-        g_c[: nf * dof] = st.by_slot.sum(Jc0[mf] * wr0[mf, None] + Jc1[mf] * wr1[mf, None]).reshape(-1)
-        Wobs = wf[:, None, None] * (_outer(Jc0[mf], Jp0[mf]) + _outer(Jc1[mf], Jp1[mf]))  # (Mf,dof,3)
+        g_c[: nf * dof] = st.by_slot.sum(np.matmul(JcT, wr[mf, :, None])[:, :, 0]).reshape(-1)
+        Wobs = np.matmul(JcT, wJp[mf])  # (Mf,dof,3)
         A = np.zeros((nc, nc))
         for k in range(nf):
             A[k * dof:(k + 1) * dof, k * dof:(k + 1) * dof] = Ablk[k]
         lin = {"A": A, "g_c": g_c, "V": V, "g_p": g_p, "W": Wobs, "w": w}
         if optimize_focal:
-            Jf0, Jf1 = xn, yn  # d(u,v)/df
-            A[fcol, : nf * dof] = st.by_slot.sum(wf[:, None] * (Jc0[mf] * Jf0[mf, None] + Jc1[mf] * Jf1[mf, None])
-                                                 ).reshape(-1)
+            Jf = np.stack([xn, yn], 1)  # d(u,v)/df
+            wJf = Jf * w[:, None]
+            A[fcol, : nf * dof] = st.by_slot.sum(np.matmul(JcT, wJf[mf, :, None])[:, :, 0]).reshape(-1)
             A[: nf * dof, fcol] = A[fcol, : nf * dof]
-            A[fcol, fcol] = np.sum(w * (Jf0**2 + Jf1**2))
-            g_c[fcol] = np.sum(Jf0 * wr0 + Jf1 * wr1)
-            lin["Wf"] = st.by_point.sum(w[:, None] * (Jp0 * Jf0[:, None] + Jp1 * Jf1[:, None]))  # (P,3)
+            A[fcol, fcol] = np.sum(wJf * Jf)
+            g_c[fcol] = np.sum(Jf * wr)
+            lin["Wf"] = st.by_point.sum(np.matmul(wJf[:, None, :], Jp)[:, 0, :])  # (P,3)
         return lin
 
     def reduced(lin, lam):

@@ -7,13 +7,13 @@ planes of the reference camera, sampled uniformly in inverse depth (Collins 1996
 one ``warpPerspective``.
 
 Matching cost: every image is locally contrast-normalised once (window mean subtracted, divided by
-the window std), and a hypothesis costs the window mean of the squared difference between the
-normalised reference and the warped normalised neighbour. For a correct match the two normalised
-patches coincide whatever the gain and offset between the frames, like ZNCC, but a hypothesis
-costs one warp, one product and one box filter instead of ZNCC's three box filters: what makes
-the sweep fit the speed budget on one core. The costs of the two neighbours are averaged where
-both see the pixel. The volume is never stored: the best plane and the costs around it are
-tracked while sweeping, then refined by a parabola (sub-plane precision).
+the window std, stored as 8 bits), and a hypothesis costs the window sum of absolute differences
+between the normalised reference and the warped normalised neighbour. For a correct match the two
+normalised patches coincide whatever the gain and offset between the frames, like ZNCC, but a
+hypothesis costs one 8-bit warp, one absolute difference and one box filter instead of ZNCC's
+float warp and three box filters: what makes the sweep fit the speed budget on one core. The
+volume is never stored: the best plane and the costs around it are tracked while sweeping, then
+refined by a parabola (sub-plane precision).
 
 Validity, in order: enough texture; a minimum inside the sweep (not at its ends); a true ZNCC of
 the chosen depth above ``min_correlation`` (computed once per frame at the winner); agreement of
@@ -38,7 +38,8 @@ from y2r.geometry import invert_se3
 
 @dataclass
 class DepthOptions:
-    planes: int = 64
+    planes: int = 64  # at most; fewer when the available baseline cannot separate that many
+    min_planes: int = 16
     scale: float = 0.5
     window: int = 7  # correlation window, pixels at depth resolution (odd)
     max_frame_gap: int = 10  # neighbours are searched within this many frames
@@ -79,19 +80,30 @@ def local_stats(img: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     return mu, np.sqrt(np.maximum(var, 0.0))
 
 
+# The sweep runs on 8-bit locally normalised images: LCN_GAIN grey levels per local standard
+# deviation around 128 (+-4 std fit), 255 reserved for "outside the neighbour". 8-bit warps and
+# integer sums of absolute differences are about twice as fast as float32 and the quantisation
+# (1/32 std) is far below the matching noise.
+LCN_GAIN = 32.0
+OUTSIDE = 255
+# Mean absolute difference of two unrelated normalised pixels: E|N(0, 2)| * gain = 2/sqrt(pi) * gain.
+UNRELATED = 2.0 / np.sqrt(np.pi) * LCN_GAIN
+
+
 @dataclass
 class _Frame:
     """A frame at depth resolution: the image, its local statistics and its normalised version."""
 
-    img: np.ndarray
+    img: np.ndarray  # float32 grey
     mu: np.ndarray
     std: np.ndarray
-    lcn: np.ndarray  # (img - mu) / std: local contrast normalisation
+    lcn: np.ndarray  # uint8: (img - mu) / std, scaled by LCN_GAIN around 128
 
 
 def _prepare(img: np.ndarray, window: int, min_texture: float) -> _Frame:
     mu, std = local_stats(img, window)
-    return _Frame(img, mu, std, (img - mu) / np.maximum(std, max(min_texture, 1e-3)))
+    lcn = (img - mu) / np.maximum(std, max(min_texture, 1e-3)) * LCN_GAIN + 128.0
+    return _Frame(img, mu, std, np.clip(np.rint(lcn), 0, OUTSIDE - 1).astype(np.uint8))
 
 
 def choose_neighbours(centres: np.ndarray, t: int, step_baseline: float, opt: DepthOptions,
@@ -122,12 +134,6 @@ def choose_neighbours(centres: np.ndarray, t: int, step_baseline: float, opt: De
     return out
 
 
-# Normalised patches are ~unit variance: unrelated ones differ by 2 in mean square. A window
-# touching a warp's outside (value OUTSIDE) exceeds the cap and so costs exactly CAP.
-CAP = np.float32(2.0)
-OUTSIDE = 100.0
-
-
 def _plane_homographies(Ks: np.ndarray, rel: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(H0, H1) per neighbour with H(rho) = H0 + rho H1 mapping reference pixels to the neighbour."""
     Kinv = np.linalg.inv(Ks)
@@ -138,45 +144,49 @@ def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray
           window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plane sweep with streaming winner-take-all: (inverse depth, best cost, peak-is-interior).
 
-    A neighbour that cannot see a hypothesis (its warp leaves the image) contributes the capped
-    cost ``CAP``, the expected cost of two unrelated normalised patches: "no evidence". Since the
-    sum over neighbours is what is minimised, this needs no per-plane visibility bookkeeping: the
-    warp's constant border value makes any window that touches the outside exceed the cap.
+    Cost of a plane and neighbour: the window sum of absolute differences between the normalised
+    reference and the warped normalised neighbour, capped at the value of two unrelated patches.
+    A neighbour that cannot see the hypothesis (its warp leaves the image) thus contributes exactly
+    the cap, "no evidence", with no per-plane visibility bookkeeping: the warp's border value
+    ``OUTSIDE`` makes any window that touches the outside exceed the cap. Costs of the neighbours
+    are summed; the sweep keeps only the best plane and the costs on either side of it.
     """
     h, w = ref.img.shape
     k = (window, window)
+    cap = int(round(UNRELATED * window * window))
     Hs = _plane_homographies(Ks, rel)
-    inf = np.float32(np.inf)
-    best = np.full((h, w), inf, np.float32)
-    idx = np.zeros((h, w), np.float32)
-    c_prev = np.full((h, w), inf, np.float32)  # cost of the plane before the best one
-    c_next = np.full((h, w), inf, np.float32)  # ... and after it
-    prev = np.full((h, w), inf, np.float32)
-    cost = np.empty((h, w), np.float32)
+    big = np.uint16(65535)
+    best = np.full((h, w), big, np.uint16)
+    idx = np.zeros((h, w), np.uint16)
+    c_prev = np.full((h, w), big, np.uint16)  # cost of the plane before the best one
+    c_next = np.full((h, w), big, np.uint16)  # ... and after it
+    prev = np.full((h, w), big, np.uint16)
+    cost = np.empty((h, w), np.uint16)
     for i, r in enumerate(rho):
-        cost.fill(CAP)
+        cost.fill(0)
         for nb, (H0, H1) in zip(neigh, Hs):
             wp = cv2.warpPerspective(nb.lcn, H0 + r * H1, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                      borderMode=cv2.BORDER_CONSTANT, borderValue=OUTSIDE)
-            d = cv2.subtract(ref.lcn, wp)
-            c = cv2.boxFilter(cv2.multiply(d, d), -1, k, borderType=cv2.BORDER_REFLECT)
-            cv2.min(cost, c, dst=cost)
-        fi = np.float32(i)
+            sad = cv2.boxFilter(cv2.absdiff(ref.lcn, wp), cv2.CV_16U, k, normalize=False,
+                                borderType=cv2.BORDER_REFLECT)
+            cv2.add(cost, cv2.min(sad, cap), dst=cost)
         better = cost < best
         np.copyto(c_prev, prev, where=better)
-        np.copyto(idx, fi, where=better)
+        np.copyto(idx, i, where=better)
         np.copyto(best, cost, where=better)
-        np.copyto(c_next, cost, where=idx == fi - 1)
+        if i:
+            np.copyto(c_next, cost, where=idx == i - 1)
         prev, cost = cost, prev  # reuse the buffers
     P = len(rho)
-    # A pixel no neighbour sees on any plane costs CAP everywhere: no minimum, no depth.
-    interior = (idx > 0) & (idx < P - 1) & (best < CAP * 0.999)
+    # A pixel no neighbour sees on any plane costs the cap everywhere: no minimum, no depth.
+    interior = (idx > 0) & (idx < P - 1) & (best < cap * len(neigh))
+    b, cp, cn = best.astype(np.float32), c_prev.astype(np.float32), c_next.astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        denom = np.where(interior, c_prev - 2 * best + c_next, 1.0)
-        offset = np.where(interior & (denom > 0), 0.5 * (c_prev - c_next) / denom, 0.0)
+        denom = np.where(interior, cp - 2 * b + cn, 1.0)
+        offset = np.where(interior & (denom > 0), 0.5 * (cp - cn) / denom, 0.0)
     offset = np.clip(offset, -0.5, 0.5)
     step = (rho[-1] - rho[0]) / (P - 1)
-    return (rho[0] + (idx + offset) * step).astype(np.float32), best, interior
+    return (rho[0] + (idx + offset) * step).astype(np.float32), b, interior
 
 
 def zncc_at(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray], inv_depth: np.ndarray,
@@ -274,15 +284,23 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
     depth = np.full((T, h, w), np.nan, np.float32)
     valid = np.zeros((T, h, w), bool)
     neighbours: list[list[int]] = [[] for _ in range(T)]
+    planes_used: list[int] = []
     for t in range(T):
         near, far = depth_ranges[t]
         if usable[t] and np.isfinite(near) and np.isfinite(far) and far > near > 0:
-            rho = np.linspace(1.0 / far, 1.0 / near, opt.planes)
-            # Baseline b moves a plane step by about f * b * step pixels (fronto-parallel motion).
-            step_baseline = opt.target_step_px / (Ks[0, 0] * (rho[1] - rho[0]))
+            span = 1.0 / near - 1.0 / far
+            # Baseline b moves a plane step by about f * b * step pixels (lateral motion).
+            step_baseline = opt.target_step_px * (opt.planes - 1) / (Ks[0, 0] * span)
             nb = choose_neighbours(centres, t, step_baseline, opt, usable)
             neighbours[t] = nb
             if nb:
+                # When no neighbour reaches the target baseline, planes closer than target_step_px
+                # in the image carry no extra information: use fewer (depth_planes is the most).
+                b_max = max(float(np.linalg.norm(centres[s] - centres[t])) for s in nb)
+                n_planes = int(np.clip(np.ceil(Ks[0, 0] * b_max * span / opt.target_step_px) + 1,
+                                       opt.min_planes, opt.planes))
+                planes_used.append(n_planes)
+                rho = np.linspace(1.0 / far, 1.0 / near, n_planes)
                 rel = [cam_T_world[s] @ invert_se3(cam_T_world[t]) for s in nb]
                 ref, neigh = frames[t], [frames[s] for s in nb]
                 inv_d, _, interior = sweep(ref, neigh, Ks, rel, rho, opt.window)
@@ -299,4 +317,5 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
         depth = np.stack([d for d, _ in up])
         valid = np.stack([v for _, v in up])
     return DepthResult(depth=depth.astype(np.float32), valid=valid,
-                       stats={"depth_resolution": [w, h], "frames_with_neighbours": int(sum(bool(n) for n in neighbours))})
+                       stats={"depth_resolution": [w, h], "frames_with_neighbours": int(sum(bool(n) for n in neighbours)),
+                              "depth_planes_mean": float(np.mean(planes_used)) if planes_used else 0.0})

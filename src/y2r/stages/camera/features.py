@@ -34,7 +34,9 @@ class TrackerOptions:
     levels: int = 3
     # A track is dropped when tracking back lands further than this from where it started.
     fb_threshold_px: float = 0.7
-    # Re-detect corners when fewer than this fraction of max_features are still tracked.
+    # Re-detect corners when fewer than this fraction of the tracks present after the last
+    # detection survive (detection costs as much as tracking; texture-limited frames never reach
+    # max_features, so a threshold on max_features alone would re-detect every frame).
     replenish_fraction: float = 0.8
     # Frames larger than this (long side, pixels) are tracked at reduced resolution.
     max_track_side: int = 720
@@ -83,6 +85,7 @@ class FeatureTracker:
         self._ids: list[np.ndarray] = []
         self._uv: list[np.ndarray] = []
         self._corners: list[int] = []
+        self._after_detect = 0  # tracks alive right after the last detection
         self._criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
 
     # ------------------------------------------------------------------ internals
@@ -143,13 +146,15 @@ class FeatureTracker:
         elif self._prev is not None:
             pts, ids = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
         corners = -1
-        if len(pts) < self.opt.replenish_fraction * self.opt.max_features:
+        first = self._prev is None
+        if first or len(pts) < self.opt.replenish_fraction * min(self._after_detect, self.opt.max_features):
             new, corners = self._detect(img, pts, self.opt.max_features - len(pts))
             if len(new):
                 new_ids = np.arange(self._next_id, self._next_id + len(new), dtype=np.int64)
                 self._next_id += len(new)
                 pts = np.concatenate([pts, new]).astype(np.float32)
                 ids = np.concatenate([ids, new_ids])
+            self._after_detect = len(pts)
         self._prev, self._prev_pts, self._prev_ids = img, pts, ids
         order = np.argsort(ids, kind="stable")
         self._ids.append(ids[order])

@@ -134,6 +134,9 @@ def triangulate(K: np.ndarray, T1: np.ndarray, T2: np.ndarray, uv1: np.ndarray, 
     return X, ok
 
 
+PNP_RANSAC_POINTS = 300
+
+
 def _pnp(K: np.ndarray, X: np.ndarray, uv: np.ndarray, guess: np.ndarray | None, ransac_px: float,
          min_inliers: int) -> tuple[np.ndarray | None, np.ndarray]:
     """cam_T_world from 3D-2D matches: RANSAC (EPnP) then Levenberg-Marquardt on the inliers."""
@@ -141,10 +144,13 @@ def _pnp(K: np.ndarray, X: np.ndarray, uv: np.ndarray, guess: np.ndarray | None,
         return None, np.zeros(len(X), bool)
     X = np.ascontiguousarray(X, np.float64)
     uv = np.ascontiguousarray(uv, np.float64)
-    ok, rvec, tvec, inl = cv2.solvePnPRansac(X, uv, K, None, iterationsCount=200,
+    # RANSAC only needs a hypothesis: a fixed, evenly spread subset keeps its cost independent of
+    # the number of tracks; the refinement below uses every inlier.
+    sub = np.linspace(0, len(X) - 1, min(len(X), PNP_RANSAC_POINTS)).astype(int)
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(X[sub], uv[sub], K, None, iterationsCount=100,
                                              reprojectionError=2.0 * ransac_px, confidence=0.999,
                                              flags=cv2.SOLVEPNP_EPNP)
-    if not ok or inl is None or len(inl) < min_inliers:
+    if not ok or inl is None or len(inl) < min(min_inliers, len(sub)):
         if guess is None:
             return None, np.zeros(len(X), bool)
         rvec, tvec = cv2.Rodrigues(guess[:3, :3])[0], guess[:3, 3].reshape(3, 1).copy()
@@ -481,7 +487,7 @@ def multiview_reprojection(tracks: TrackSet, frames: list[int], cam_T_world: np.
 
 
 def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int, opt: PoseOptions,
-                     f_min: float, f_max: float, max_keyframes: int = 10) -> tuple[float, dict] | None:
+                     f_min: float, f_max: float, max_keyframes: int = 8) -> tuple[float, dict] | None:
     """Initial focal for self-calibration: the focal whose (cheap) reconstruction explains the tracks best.
 
     Epipolar methods (Kruppa, Mendonca-Cipolla) are unreliable for video: fundamental matrices of
@@ -510,7 +516,7 @@ def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int,
         err = multiview_reprojection(tracks, frames, rec.cam_T_world, K)
         return float(np.median(err)) if len(err) else np.inf
 
-    grid = np.geomspace(f_min, f_max, 9)
+    grid = np.geomspace(f_min, f_max, 8)
     costs = np.array([score(f) for f in grid])
     if not np.isfinite(costs).any():
         return None
@@ -519,7 +525,7 @@ def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int,
     g = (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
     fa, fb = score(np.exp(a)), score(np.exp(b))
-    for _ in range(6):
+    for _ in range(4):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - g * (hi - lo)
