@@ -117,3 +117,20 @@ def test_camera_quality_sets_how_far_poses_are_trusted(gt):
     assert camera_model(_camera(gt, quality={"reproj_px": 0.6})).projection_sigma_px == pytest.approx(0.6)
     assert not camera_model(_camera(gt, quality={"reproj_px": 12.0})).poses_usable
     assert camera_model(_camera(gt, quality={"reproj_px": None})).poses_usable
+
+
+def test_a_rotating_camera_without_depth_still_predicts_static_points():
+    from y2r.synth import render
+
+    clip = render("rotation", width=192, height=144, num_frames=12, seed=2)
+    T, H, W = clip.rgb.shape[:3]
+    cam = CameraArtifact(K=np.tile(clip.K, (T, 1, 1)), world_T_cam=clip.c2w,
+                         depth=np.zeros((T, H, W), np.float32), depth_valid=np.zeros((T, H, W), bool),
+                         metric_scale=False, source="test",
+                         quality={"degenerate": "pure_rotation", "reproj_px": 0.3})
+    model = camera_model(cam)
+    assert model.rotation_only_depth == 1.0 and model.poses_usable
+    art = track_video(clip.rgb, cam, grid_size=6, query_frame=0)
+    assert np.isnan(art.xyz_world).all()  # no depth: positions stay unknown ...
+    assert art.quality["static_fraction"] > 0.5  # ... but the rotation predicts the scene
+    assert art.visible.mean() > 0.8

@@ -110,3 +110,11 @@ def test_occluder_scene_points_are_lost_and_reacquired():
     back = after & clip.track_visible
     assert hidden_inside.any(0).sum() > 30 and back.sum() > 200
     assert tr.visible[back].mean() > 0.9
+
+
+def test_degenerate_inputs():
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 40, 3), dtype=np.uint8)
+    none = PointTracker().track(frames, np.zeros((0, 2)), 1, None)
+    assert none.uv.shape == (3, 0, 2) and none.visible.shape == (3, 0)
+    one = PointTracker().track(frames[:1], np.array([[20.0, 16.0]]), 0, None)
+    assert one.visible.tolist() == [[True]] and np.allclose(one.uv[0], [[20.0, 16.0]])

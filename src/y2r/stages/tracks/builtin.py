@@ -47,7 +47,9 @@ def camera_model(cam: CameraArtifact) -> CameraModel:
 
     Poses are used for prediction when they are finite and the camera stage's reprojection error
     (``quality["reproj_px"]``, when it reports one) is below ``MAX_USABLE_REPROJ_PX``; that error
-    also sets how much a projection is trusted against an image measurement.
+    also sets how much a projection is trusted against an image measurement. A camera reported as
+    rotating only (``quality["degenerate"] == "pure_rotation"``, no depth) still predicts static
+    points: projections then do not depend on depth.
     """
     K = np.asarray(cam.K, np.float64)
     poses = np.asarray(cam.world_T_cam, np.float64)
@@ -57,8 +59,10 @@ def camera_model(cam: CameraArtifact) -> CameraModel:
     if isinstance(reproj, (int, float)) and np.isfinite(reproj):
         usable &= reproj <= MAX_USABLE_REPROJ_PX
         sigma = float(np.clip(reproj, 0.25, MAX_USABLE_REPROJ_PX))
+    rotating = isinstance(cam.quality, dict) and cam.quality.get("degenerate") == "pure_rotation"
     return CameraModel(K=K, world_T_cam=poses, depth=cam.depth, depth_valid=cam.depth_valid,
-                       poses_usable=usable, projection_sigma_px=sigma)
+                       poses_usable=usable, projection_sigma_px=sigma,
+                       rotation_only_depth=1.0 if rotating else None)
 
 
 class BuiltinTracks(Backend):

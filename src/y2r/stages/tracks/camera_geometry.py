@@ -29,6 +29,10 @@ class CameraModel:
     # and depth error together. Weighs such a prediction against an image measurement.
     projection_sigma_px: float = 1.0
     depth_edge_tol: float = 0.05  # see lifting.sample_depth
+    # A camera that only rotates sees every point at infinity: projections do not depend on depth.
+    # Then an anchor without depth is placed at this nominal depth -- for prediction only; the
+    # tracks' xyz stay unknown. None: the camera translates, an anchor needs real depth.
+    rotation_only_depth: float | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +70,13 @@ class CameraModel:
         """Edge-aware interpolated depth of frame t at ``uv`` (N,2); NaN where unknown."""
         uv = np.nan_to_num(uv, nan=-1.0)
         return sample_depth(self.depth[t], self.depth_valid[t], uv, self.depth_edge_tol)
+
+    def anchor_depth(self, z: np.ndarray) -> np.ndarray:
+        """Depth to place a world anchor at: the observed one, or the nominal one of a rotating camera."""
+        z = np.asarray(z, np.float64)
+        if self.rotation_only_depth is None:
+            return z
+        return np.where(np.isfinite(z), z, self.rotation_only_depth)
 
     # --------------------------------------------------------------------------------- geometry
     def lift(self, t: int, uv: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -17,16 +17,21 @@ Per frame and point, both forward and backward in time from the query frame:
    the query template: gradual appearance change (a face turning away, a deforming hand) is
    followed, a jump elsewhere is not.
 4. **Search** (``reacquisition.py``) around the prediction for every point still without a
-   measurement (occluded, out of view, or its flow failed), then refine with a stricter NCC.
+   measurement (occluded, out of view, or its flow failed), and for a static point also around
+   where its 2D motion leads (its object may have started to move); then refine, with a stricter
+   NCC than for a point followed by flow.
 5. **Judge** (``occlusion.py``): a measurement must be inside the image, not behind a nearer
    surface in the depth map, and -- for a static point -- agree with its anchor's projection
-   (Mahalanobis gate on their combined covariance); agreeing, the two are fused (a Kalman update:
-   along an edge the measurement is uncertain and the projection decides). A static point's
+   (Mahalanobis gate on their combined covariance: the alignment's for the measurement; the
+   camera's reprojection error plus the anchor's depth uncertainty times the parallax since it was
+   lifted for the projection); agreeing, the two are fused (a Kalman update: along an edge the
+   measurement is uncertain and the projection decides). A static point's
    projection is itself a hypothesis that can make the point visible (partial occlusion of its
    patch, where the appearance test alone fails) when the depth map shows a surface at the
    anchor's depth there and the template agrees loosely; a measurement contradicting a static
-   point is believed only when that hypothesis is refuted (otherwise it is a tracker error: an
-   occluder's edge dragging the patch, a window stuck at the image border).
+   point is believed only when that hypothesis is refuted or cannot be tested (no depth there);
+   otherwise it is a tracker error: an occluder's edge dragging the patch, a window stuck at the
+   image border.
 6. **Update.** A visible point takes the chosen position, shape and velocity; its 3D position is
    lifted from this frame's depth. A point not visible keeps its *predicted* position as its uv
    (the best estimate, as TAPIP3D and CoTracker report occluded points too); its world position
@@ -49,6 +54,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from y2r.stages.tracks.camera_geometry import CameraModel
+from y2r.stages.tracks.motion_model import NeighbourMotion
 from y2r.stages.tracks.occlusion import depth_consistent, depth_contradicts, depth_occluded, inside_image
 from y2r.stages.tracks.optical_flow import FlowFrame, track_forward_backward
 from y2r.stages.tracks.reacquisition import search, warped_patches
@@ -87,6 +93,7 @@ class TrackerSettings:
     max_search_radius_px: float = 48.0
     static_search_radius_px: float = 4.0  # search radius around a static point's projection (+1 px/frame)
     velocity_decay: float = 0.8  # per unseen frame, for the constant-velocity prediction
+    motion_neighbours: int = 8  # query neighbours whose motion carries a point that is not seen
     smooth_sigma: float = 1.0  # Gaussian smoothing (pixels) of the images the templates see
 
 
@@ -178,7 +185,7 @@ class PointTracker:
 
         qf = FlowFrame.from_rgb(frames[query_frame], s.smooth_sigma)
         z0 = cam.observed_depth(query_frame, q)
-        anchor = cam.lift(query_frame, q, z0)
+        anchor = cam.lift(query_frame, q, cam.anchor_depth(z0))
         offsets = window_offsets(s.template_radius)
         # Depth of each template pixel in the query frame; those on another surface than the point
         # (a depth jump beyond surface_depth_tol) are left out of its template.
@@ -191,6 +198,7 @@ class PointTracker:
         self._query_smooth = qf.smooth
         self._q = q
         self._aligner = self._new_aligner()
+        self._neighbours = NeighbourMotion(q, anchor, k=s.motion_neighbours)
         # A coarse grid of the template's same-surface pixels lifted to 3D: projected into a later
         # frame, it gives a static point's affine shape there (CameraModel.local_affine).
         step = max(s.template_radius // 2, 1)
@@ -199,7 +207,8 @@ class PointTracker:
         zs = cam.depth_at(query_frame, px)
         same = depth_consistent(z0[:, None], np.where(np.isfinite(zs), zs, np.nan), s.surface_depth_tol)
         zs = np.where(same, zs, np.nan)
-        self._shape_world = cam.lift(query_frame, px.reshape(-1, 2), zs.reshape(-1)).reshape(N, -1, 3)
+        self._shape_world = cam.lift(query_frame, px.reshape(-1, 2), zs.reshape(-1)).reshape(
+            N, len(self._shape_offsets), 3)
 
         static0 = np.isfinite(anchor).all(1) & cam.poses_usable
         init = _State(
@@ -214,7 +223,7 @@ class PointTracker:
         )
         out.uv[query_frame] = q
         out.visible[query_frame] = init.visible
-        out.xyz_world[query_frame] = anchor
+        out.xyz_world[query_frame] = cam.lift(query_frame, q, z0)
         out.static[query_frame] = init.static
 
         done = 1
@@ -250,10 +259,17 @@ class PointTracker:
         shape = cur.shape
         tol = s.occlusion_depth_tol
 
-        # 1. Predict position, depth and template shape.
+        # 1. Predict position, depth and template shape. A point seen in the previous frame moves
+        #    on with its own velocity; one not seen, with its neighbours (motion_model.py).
         proj, z_proj = cam.project(t, st.anchor)
         static = st.static & np.isfinite(proj).all(1)
-        pred = np.where(static[:, None], proj, st.pos + st.vel)
+        motion = st.pos + st.vel
+        lost = np.flatnonzero(~st.visible)
+        if lost.size:
+            carried = self._neighbours.predict(lost, motion, st.visible)
+            ok = np.isfinite(carried).all(1)
+            motion[lost[ok]] = carried[ok]
+        pred = np.where(static[:, None], proj, motion)
         z_hint = np.where(static, z_proj, st.z_last)
         A_prior = st.A.copy()
         # (the lifted query patch belongs to the query anchor: only points still there use it)
@@ -283,7 +299,6 @@ class PointTracker:
         # 4. Search near the prediction for every point still without a measurement. A static point
         #    is also searched for where its 2D motion would have taken it: the object it is on may
         #    just have started to move.
-        motion = st.pos + st.vel
         moving_radius = np.minimum(s.search_radius_px + s.search_growth_px * st.unseen,
                                    s.max_search_radius_px)
         need = np.flatnonzero(~m.have & (inside_image(pred, shape) | inside_image(motion, shape)))
@@ -376,14 +391,18 @@ class PointTracker:
         keep = (reanchor & st.static)[:, None]
         new.fallback = np.where(keep, st.anchor, st.fallback)
         new.fallback_cam = np.where(keep, st.anchor_cam, st.fallback_cam)
-        new.anchor = np.where(reanchor[:, None], xyz_obs, anchor)
+        relifted = cam.lift(t, pos_safe, cam.anchor_depth(z_obs))
+        new.anchor = np.where(reanchor[:, None], relifted, anchor)
         new.anchor_cam = np.where(reanchor[:, None], cam.world_T_cam[t, :3, 3], anchor_cam)
         new.static = new.agree >= s.static_agreement_frames
 
         out.uv[t] = new.pos
         out.visible[t] = vis
         out.static[t] = new.static
-        out.xyz_world[t] = np.where(vis[:, None], xyz_obs, np.where(new.static[:, None], new.anchor, np.nan))
+        # (a rotating camera's anchors sit at a nominal depth: known direction, unknown position)
+        hidden_known = new.static & (cam.rotation_only_depth is None)
+        hidden_xyz = np.where(hidden_known[:, None], new.anchor, np.nan)
+        out.xyz_world[t] = np.where(vis[:, None], xyz_obs, hidden_xyz)
         return new
 
     # --------------------------------------------------------------------------- measurements
