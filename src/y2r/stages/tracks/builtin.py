@@ -5,8 +5,11 @@ No GPU and no model weights. Modules:
 - ``queries``: the grid of query points on ``tracks.query_frame`` (on valid depth where there is depth);
 - ``optical_flow``: frame-to-frame pyramidal Lucas-Kanade with a forward-backward check;
 - ``template_alignment``: affine re-alignment of the query-frame patch (drift control, appearance);
-- ``occlusion``: the visibility rules (image bounds, motion, appearance, depth consistency);
+- ``occlusion``: the visibility evidence (image bounds, depth consistency);
 - ``lifting``: pixel + depth + K + pose -> world xyz;
+- ``camera_geometry``: the camera stage's output as the tracker queries it;
+- ``motion_model``: hidden points carried by their neighbours' motion;
+- ``reacquisition``: finding a lost point again by template matching;
 - ``point_tracker``: the per-frame loop that ties them together, with static-point prediction from
   the camera stage's poses and re-acquisition after occlusion.
 
