@@ -196,13 +196,13 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
             focal_source = "fallback_prior"
         world_T_cam = np.tile(np.eye(4), (T, 1, 1))
         focal = float(K_sq[0, 0]) if K_sq is not None else float(K_fallback[0, 0])
-        X, point_ids, scale = np.zeros((0, 3)), np.zeros(0, int), 1.0
+        X, point_ids = np.zeros((0, 3)), np.zeros(0, int)
     else:
         target = opts.metric_scale_m if opts.metric_scale_m is not None else 1.0
-        world_T_cam, X, scale = _anchor_and_scale(rec, tracks_sq, target)
+        world_T_cam, X, _ = _anchor_and_scale(rec, tracks_sq, target)
         focal, point_ids = rec.focal, rec.point_ids
         quality.update({"reproj_px": None if not np.isfinite(rec.rms_px) else float(rec.rms_px),
-                        "keyframes": int(len(rec.keyframes)),
+                        "keyframes": len(rec.keyframes),
                         "registered_fraction": float(rec.registered.mean()),
                         "focal_rel_std": rec.focal_rel_std, **rec.stats})
     # The final K: estimated focal (square pixels) or the given K unchanged.
@@ -217,8 +217,10 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
     t0 = time.perf_counter()
     depth = np.zeros((T, H, W), np.float32)
     valid = np.zeros((T, H, W), bool)
-    has_depth = degenerate is None and rec is not None and len(X) > 0 and "reconstruction" not in quality
-    if has_depth and opts.depth == "plane_sweep":
+    # Only a reconstruction with parallax has a scale (and depth); a rotation-only or static one
+    # has neither, whatever metric_scale_m says.
+    has_scale = degenerate is None and rec is not None and len(X) > 0 and "reconstruction" not in quality
+    if has_scale and opts.depth == "plane_sweep":
         dopt = DepthOptions(planes=opts.depth_planes, scale=opts.depth_scale)
         ranges = _depth_ranges(world_T_cam, X, point_ids, tracks_sq)
         res = plane_sweep_video(grey, K_out, invert_se3(world_T_cam), ranges, dopt,
@@ -230,12 +232,12 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
     timings["depth"] = time.perf_counter() - t0
     report(total, total)
 
-    metric = opts.metric_scale_m is not None and has_depth
+    metric = opts.metric_scale_m is not None and has_scale
     quality.update({
         "degenerate": degenerate,
         "focal_source": focal_source,
         "focal_px": float(K_out[0, 0]),
-        "scale": ("median depth of frame 0 = %g m (builtin.metric_scale_m)" % opts.metric_scale_m) if metric
+        "scale": f"median depth of frame 0 = {opts.metric_scale_m:g} m (builtin.metric_scale_m)" if metric
         else "median depth of frame 0 = 1 (arbitrary unit)",
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     })

@@ -46,7 +46,7 @@ class DepthOptions:
     # Desired image motion (pixels at depth resolution) between adjacent planes in the neighbour.
     target_step_px: float = 0.75
     # A neighbour whose baseline gives less than this fraction of the target is not used.
-    min_baseline_fraction: float = 0.2
+    min_baseline_fraction: float = 0.1
     min_correlation: float = 0.5
     min_texture: float = 1.5  # grey levels (0-255): local std of the reference below this is flat
     # Relative depth agreement with a neighbour's depth map for the multi-view consistency check.
@@ -153,7 +153,7 @@ def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray
     """
     h, w = ref.img.shape
     k = (window, window)
-    cap = int(round(UNRELATED * window * window))
+    cap = round(UNRELATED * window * window)
     Hs = _plane_homographies(Ks, rel)
     big = np.uint16(65535)
     best = np.full((h, w), big, np.uint16)
@@ -274,7 +274,7 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
     frames with a non-finite range, or ``usable`` False, get no depth.
     """
     T, H, W = grey.shape
-    h, w = max(int(round(H * opt.scale)), 8), max(int(round(W * opt.scale)), 8)
+    h, w = max(round(H * opt.scale), 8), max(round(W * opt.scale), 8)
     Ks = scaled_K(K, w / W, h / H)
     usable = np.ones(T, bool) if usable is None else usable
     frames = [_prepare((cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W, H) else g)

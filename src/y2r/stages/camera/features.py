@@ -114,7 +114,7 @@ class FeatureTracker:
             ui = np.clip(np.round(existing[:, 0]).astype(int), 0, img.shape[1] - 1)
             vi = np.clip(np.round(existing[:, 1]).astype(int), 0, img.shape[0] - 1)
             mask[vi, ui] = 255
-            r = int(round(self.opt.min_distance))
+            r = round(self.opt.min_distance)
             mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         mask = cv2.bitwise_not(mask)
         pts = cv2.goodFeaturesToTrack(img, maxCorners=want, qualityLevel=self.opt.quality_level,

@@ -28,6 +28,7 @@ backend re-anchors them on frame 0 and normalises the scale.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -329,7 +330,7 @@ def _init_pair(tracks: TrackSet, kfs: np.ndarray, K: np.ndarray, opt: PoseOption
             E, mask = cv2.findEssentialMat(ua, ub, K, cv2.RANSAC, 0.999, opt.ransac_px)
             if E is None or E.shape != (3, 3):
                 continue
-            n, R, t, mask = cv2.recoverPose(E, ua, ub, K, mask=mask.copy())
+            _, R, t, mask = cv2.recoverPose(E, ua, ub, K, mask=mask.copy())
             inl = mask.ravel() > 0
             Ta = np.eye(4)
             Tb = make_se3(R, t.ravel())
@@ -377,7 +378,7 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
         have = m.has_point(ids_k)
         # Guess: the nearest registered keyframe (PnP falls back to it when RANSAC fails).
         near = min(m.pose, key=lambda j: abs(j - k))
-        Rt, inl = _pnp(m.K, m.X[ids_k[have]], tracks.uv[k][have], m.pose[near], opt.ransac_px, opt.min_pnp_inliers)
+        Rt, _ = _pnp(m.K, m.X[ids_k[have]], tracks.uv[k][have], m.pose[near], opt.ransac_px, opt.min_pnp_inliers)
         if Rt is None:
             lost += 1
             continue
@@ -422,7 +423,7 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
                          focal_rel_std=(final.focal_std / final.focal) if (final is not None and optimize_focal
                                                                            and final.focal_std is not None) else None,
                          stats={"keyframes": len(kfs), "keyframes_registered": len(reg), "keyframes_lost": lost,
-                                "init_pair": [int(a), int(b)], "points": int(len(point_ids))})
+                                "init_pair": [int(a), int(b)], "points": len(point_ids)})
     if register_all:
         register_frames(rec, tracks, m.K, opt)
     return rec
@@ -501,7 +502,7 @@ def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int,
         return None
     sub = kfs if len(kfs) <= max_keyframes else kfs[np.unique(np.linspace(0, len(kfs) - 1, max_keyframes).round().astype(int))]
     # Keep consecutive subset keyframes connected: fall back to all keyframes of a central window.
-    if any(len(tracks.common(int(a), int(b))[0]) < 30 for a, b in zip(sub[:-1], sub[1:])):
+    if any(len(tracks.common(int(a), int(b))[0]) < 30 for a, b in pairwise(sub)):
         mid = len(kfs) // 2
         lo = max(0, mid - max_keyframes // 2)
         sub = kfs[lo: lo + max_keyframes]
