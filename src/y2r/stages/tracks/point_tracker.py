@@ -176,7 +176,6 @@ class PointTracker:
         q = np.asarray(query_uv, np.float64).reshape(-1, 2)
         N = len(q)
         cam = camera if camera is not None else CameraModel.absent(T, H, W)
-        cam.depth_edge_tol = s.occlusion_depth_tol
         self._cam = cam
         self._counts = dict.fromkeys(
             ("flow_ok", "flow_tried", "reacquired", "depth_occluded", "recent_template"), 0)
