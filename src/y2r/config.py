@@ -93,7 +93,11 @@ class SyntheticBackendOptions(Section):
     mb_per_mpix_frame: float = Field(0.0, ge=0, description="Emulated memory growth per megapixel-frame (MB).")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cpu simulates memory in host RAM; cuda allocates it on the GPU.")
     gpu: bool = Field(False, description="Schedule as a GPU backend even on the CPU (with execution.gpus.simulate).")
-    fail: Literal["none", "crash", "oom", "hang", "error", "bad_input"] = Field("none", description="Injected failure mode.")
+    gpu_fraction: float = Field(1.0, gt=0, le=1, description="device cuda: share of each frame's solo time spent in GPU kernels (the rest is host work), so 1/gpu_fraction workers saturate a GPU.")
+    gpu_rate: float = Field(0.0, ge=0, description="device cuda: reference matmuls per second of the GPU alone (0 = measure at load); fixes the amount of GPU work per frame.")
+    mem_noise: float = Field(0.0, ge=0, description="Relative spread of the memory growth per video around the linear model (deterministic per video).")
+    fail: Literal["none", "crash", "oom", "hang", "stall", "error", "bad_input"] = Field(
+        "none", description="Injected failure mode (stall: reports progress, then hangs).")
     fail_rate: float = Field(1.0, ge=0, le=1, description="Probability of the injected failure per attempt (when fail is set).")
     fail_times: int = Field(-1, description="Fail only the first N attempts of a video (-1 = every attempt at fail_rate).")
     fail_videos: list[str] = Field([], description="If given, only videos whose id contains one of these strings fail.")
@@ -232,6 +236,9 @@ class GPUConfig(Section):
         {}, description="Seeds for the memory model per 'stage/backend': {base_mb, mb_per_mpix_frame}."
     )
     sample_interval_s: float = Field(0.5, gt=0, description="NVML sampling period for worker memory.")
+    simulate: list[float] | None = Field(
+        None, description="Simulated GPUs (capacities in MB) for machines without one: GPU lanes run on the CPU and a "
+        "worker's memory is the host-RSS growth of its process tree above its pre-load baseline.")
 
 
 class ExecutionConfig(Section):

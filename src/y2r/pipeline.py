@@ -212,7 +212,7 @@ def build_scheduler(config: Config, plans: dict[str, VideoPlan], ledger: Ledger,
         retry=RetryPolicy(ex.retry.max_attempts, ex.retry.backoff_s, ex.retry.backoff_max_s),
         timeouts=TimeoutPolicy(ex.task_timeout_s, ex.task_timeout_s_per_frame), cpu_workers=workers,
         gpus=gpus, memory=memory, margin_mb=ex.gpus.margin_mb, max_workers_per_gpu=ex.gpus.max_workers_per_gpu,
-        max_in_flight=workers + len(gpus) * 2 + ex.backlog_per_stage,
+        max_in_flight=None, backlog=ex.backlog_per_stage,  # bound: worker slots (CPU + targeted GPU) + backlog
     )
     for vid, plan in plans.items():
         frames = pixels = 0
@@ -229,9 +229,12 @@ def build_scheduler(config: Config, plans: dict[str, VideoPlan], ledger: Ledger,
 
 
 def gpu_specs(config: Config) -> list[GpuSpec]:
-    from y2r.execution.gpus import inventory  # noqa: PLC0415
+    """The GPUs to place on: NVML's (capacity = free memory now), or ``execution.gpus.simulate``."""
+    from y2r.execution.gpus import inventory, simulated_inventory  # noqa: PLC0415
 
-    return [GpuSpec(d.index, d.name, d.free_mb) for d in inventory(config.execution.gpus.devices)]
+    sim = config.execution.gpus.simulate
+    devices = simulated_inventory(sim) if sim else inventory(config.execution.gpus.devices)
+    return [GpuSpec(d.index, d.name, d.free_mb) for d in devices]
 
 
 # ----------------------------------------------------------------------------- run
@@ -285,7 +288,8 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
 
             gpus = gpu_specs(config) if need_gpus else []
             workers = config.execution.workers or _default_workers()
-            transport = LocalTransport(out / "logs", threads_per_worker=max(1, (_default_workers() // workers)))
+            transport = LocalTransport(out / "logs", threads_per_worker=max(1, (_default_workers() // workers)),
+                                       simulated_gpus=config.execution.gpus.simulate)
         try:
             sched = build_scheduler(config, plan.plans, ledger, store, workers=workers, gpus=gpus)
             if hasattr(transport, "bind"):

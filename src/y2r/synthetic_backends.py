@@ -1,15 +1,26 @@
 """Synthetic twins of the tool backends, for tests and scheduler benchmarks.
 
 Each emulates a model's profile -- load time, memory (base after load, plus growth with frames x
-pixels), compute time per frame -- and its failure modes (crash, CUDA OOM, hang, error, bad input),
-either on the CPU (memory really allocated in host RAM, so it is measurable) or on a real GPU with
-torch (``device: cuda``: real allocations and real matmul compute). Outputs are valid canonical
-artifacts, so a synthetic run produces episodes that pass ``y2r validate``.
+pixels, optionally with a per-video error around that line), compute time per frame -- and its
+failure modes (crash, CUDA OOM, hang, stall, error, bad input):
+
+- ``device: cpu``: memory is really allocated (and touched) in host RAM, so it is measurable; on a
+  simulated GPU (``execution.gpus.simulate``) every allocation is also booked on that device's
+  shared account and fails with ``OutOfMemory`` when it would not fit (``simulated_gpus.py``).
+  Compute is a sleep.
+- ``device: cuda``: real allocations on the worker's GPU with torch, and real compute: per frame, a
+  fixed number of bf16 4096x4096 matmuls (``s_per_frame * gpu_fraction`` seconds of them on an idle
+  GPU) followed by ``s_per_frame * (1 - gpu_fraction)`` seconds of host work. The GPU work is an
+  amount, not a duration, so workers sharing a GPU really slow each other down once their kernels
+  fill it: about ``1 / gpu_fraction`` workers saturate a GPU, as with real models whose kernels
+  leave the GPU idle between frames (decoding, pre-processing, Python).
+
+Outputs are valid canonical artifacts, so a synthetic run produces episodes that pass ``y2r validate``.
 
 Example: ViPE-like on an H200, time scaled down 10x::
 
     camera: {backend: synthetic, synthetic: {device: cuda, load_s: 2, base_mb: 13000,
-             mb_per_mpix_frame: 60, s_per_frame: 0.015}}
+             mb_per_mpix_frame: 50, s_per_frame: 0.018, gpu_fraction: 0.3}}
 """
 
 from __future__ import annotations
@@ -24,8 +35,16 @@ import numpy as np
 from y2r.artifacts import CameraArtifact, HandsArtifact, HandTrack, IngestArtifact, TracksArtifact
 from y2r.config import SyntheticBackendOptions
 from y2r.errors import InputError, OutOfMemory, ToolError
+from y2r.execution.simulated_gpus import SimulatedDevice
 from y2r.geometry import focal_from_fov, intrinsics_matrix
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources
+
+MATMUL_N = 4096  # side of the bf16 matmul that is the unit of emulated GPU work
+
+
+def _unit(*parts: str) -> float:
+    """A deterministic number in [0, 1) from strings (per-video noise and failure draws)."""
+    return int(hashlib.sha256(":".join(parts).encode()).hexdigest()[:8], 16) / 0x100000000
 
 
 class _Synthetic(Backend):
@@ -43,20 +62,24 @@ class _Synthetic(Backend):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         self.opts: SyntheticBackendOptions = getattr(config, self.stage).synthetic
-        self._gpu_base = None
         self.torch = None
+        self.device = SimulatedDevice.from_env() if self.opts.device == "cpu" else None
         if self.opts.device == "cuda":
             import torch  # noqa: PLC0415 - only the GPU twin needs torch
 
             self.torch = torch
             if not torch.cuda.is_available():
                 raise ToolError("synthetic backend configured with device: cuda but no CUDA device is visible")
-        time.sleep(self.opts.load_s)
-        self._gpu_base = self._allocate(self.opts.base_mb)
-        self._host_base = None if self.torch else self._allocate(self.opts.base_mb)
+            torch.cuda.init()
+        t0 = time.monotonic()
+        self._base = self._allocate(self.opts.base_mb)
+        self._rate = self._calibrate() if self.torch is not None else 0.0
+        # The emulated load takes load_s in total, whatever the allocation and calibration took.
+        time.sleep(max(0.0, self.opts.load_s - (time.monotonic() - t0)))
 
     # ------------------------------------------------------------------ emulation
     def _allocate(self, mb: float):
+        """Really hold ``mb`` of device memory (GPU, or host RAM booked on a simulated GPU)."""
         if mb <= 0:
             return None
         n = int(mb * 2**20)
@@ -65,8 +88,31 @@ class _Synthetic(Backend):
                 return self.torch.empty(n, dtype=self.torch.uint8, device="cuda").fill_(1)
             except self.torch.cuda.OutOfMemoryError as e:
                 raise OutOfMemory(f"CUDA out of memory allocating {mb:.0f} MB (synthetic)") from e
+        handle = self.device.allocate(mb) if self.device is not None else None
         buf = np.ones(n, dtype=np.uint8)  # touched, so it is resident and measurable
-        return buf
+        return (buf, handle)
+
+    def _release(self, block) -> None:
+        if block is None:
+            return
+        if self.torch is None and block[1] is not None and self.device is not None:
+            self.device.free(block[1])
+
+    def _calibrate(self) -> float:
+        """Matmuls per second of this GPU alone (given, or timed once at load)."""
+        torch = self.torch
+        self._mat = torch.randn(MATMUL_N, MATMUL_N, device="cuda", dtype=torch.bfloat16)
+        if self.opts.gpu_rate > 0:
+            return self.opts.gpu_rate
+        for _ in range(5):
+            self._mat @ self._mat
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        n = 40
+        for _ in range(n):
+            self._mat @ self._mat
+        torch.cuda.synchronize()
+        return n / max(1e-6, time.perf_counter() - t0)
 
     def _should_fail(self, job: Job) -> bool:
         o = self.opts
@@ -76,57 +122,69 @@ class _Synthetic(Backend):
             return False
         if o.fail_times >= 0:
             return job.attempt <= o.fail_times
-        h = int(hashlib.sha256(f"{job.video_id}:{job.stage}:{job.attempt}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        return h < o.fail_rate
+        return _unit(job.video_id, job.stage, str(job.attempt)) < o.fail_rate
+
+    def growth_mb(self, video_id: str, frames: int, pixels: int) -> float:
+        """This video's memory growth: the linear model times a deterministic per-video error."""
+        o = self.opts
+        err = 1.0 + o.mem_noise * (2.0 * _unit(video_id, self.stage, "mem") - 1.0)
+        return max(0.0, o.mb_per_mpix_frame * frames * pixels / 1e6 * err)
 
     def _emulate(self, job: Job, frames: int, pixels: int) -> None:
         o = self.opts
-        if self._should_fail(job):
+        fail = self._should_fail(job)
+        if fail:
             if o.fail == "crash":
                 os.kill(os.getpid(), signal.SIGKILL)
             if o.fail == "hang":
                 while True:
                     time.sleep(3600)
             if o.fail == "oom":
-                raise OutOfMemory(f"CUDA out of memory. Tried to allocate {o.mb_per_mpix_frame * frames * pixels / 1e6:.0f} MiB (synthetic)")
+                raise OutOfMemory(f"CUDA out of memory. Tried to allocate {self.growth_mb(job.video_id, frames, pixels):.0f} MiB (synthetic)")
             if o.fail == "bad_input":
                 raise InputError(job.source_path, "synthetic bad input")
-            raise ToolError(f"synthetic failure in {self.stage} (attempt {job.attempt})")
-        growth = self._allocate(o.mb_per_mpix_frame * frames * pixels / 1e6)
-        t_end = time.monotonic() + o.s_per_frame * frames
-        step = max(1, frames // 20)
-        done = 0
-        while True:
-            now = time.monotonic()
-            if now >= t_end:
-                break
+            if o.fail == "error":
+                raise ToolError(f"synthetic failure in {self.stage} (attempt {job.attempt})")
+        growth = self._allocate(self.growth_mb(job.video_id, frames, pixels))
+        try:
+            step = max(1, frames // 20)
+            for f in range(frames):
+                if fail and o.fail == "stall" and f >= frames // 2:
+                    while True:  # alive (heartbeats go on) but no more progress: the watchdog's case
+                        time.sleep(3600)
+                self._frame()
+                if (f + 1) % step == 0 or f + 1 == frames:
+                    job.progress(f + 1, frames)
+        finally:
+            self._release(growth)
+            del growth
             if self.torch is not None:
-                self._gpu_compute(min(0.05, t_end - now))
-            else:
-                time.sleep(min(0.05, t_end - now))
-            new_done = min(frames, int(frames * (1 - (t_end - time.monotonic()) / max(1e-9, o.s_per_frame * frames))))
-            if new_done - done >= step:
-                done = new_done
-                job.progress(done, frames)
-        job.progress(frames, frames)
-        del growth
-        if self.torch is not None:
-            self.torch.cuda.synchronize()
-            self.torch.cuda.empty_cache()
+                self.torch.cuda.synchronize()
+                self.torch.cuda.empty_cache()
 
-    def _gpu_compute(self, seconds: float) -> None:
-        """Keep the GPU's SMs busy for about ``seconds`` (so co-located workers contend for compute)."""
-        torch = self.torch
-        if not hasattr(self, "_mats"):
-            self._mats = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-        t_end = time.monotonic() + seconds
-        while time.monotonic() < t_end:
-            for _ in range(4):
-                self._mats @ self._mats
-            torch.cuda.synchronize()
+    def _frame(self) -> None:
+        o = self.opts
+        if self.torch is None:
+            time.sleep(o.s_per_frame)
+            return
+        gpu_s = o.s_per_frame * o.gpu_fraction
+        # A fixed amount of GPU work per frame (carry the fraction to the next frame).
+        self._owed = getattr(self, "_owed", 0.0) + gpu_s * self._rate
+        n = int(self._owed)
+        self._owed -= n
+        for _ in range(n):
+            self._mat @ self._mat
+        self.torch.cuda.synchronize()
+        host_s = o.s_per_frame - gpu_s
+        if host_s > 0:
+            time.sleep(host_s)
 
     def describe(self) -> dict:
         return {"backend": self.name, "version": self.version, "emulates": self.opts.model_dump()}
+
+    def close(self) -> None:
+        self._release(self._base)
+        self._base = None
 
 
 def _frames(job: Job) -> tuple[IngestArtifact, int, int, int]:

@@ -367,14 +367,21 @@ class Driver:
             if r.last_progress is not None and now - r.last_progress > limit and r.worker_id not in self.watchdog_killed:
                 self.watchdog_killed.add(r.worker_id)
                 self.transport.kill_worker(r.worker_id)
-        # GPU memory of busy GPU workers (peak per task feeds the memory model).
+        # GPU memory of every GPU worker: the placement counts each at least at what it holds, and
+        # the peak of a busy worker's task feeds the memory model.
         if now - self._last_sample >= self.config.execution.gpus.sample_interval_s:
             self._last_sample = now
-            for r in self.running.values():
-                if r.gpu is not None:
-                    mb = self.transport.gpu_memory_mb(r.worker_id)
-                    if mb is not None:
-                        r.peak_gpu_mb = max(r.peak_gpu_mb, mb)
+            running_by_worker = {r.worker_id: r for r in self.running.values()}
+            for wid, w in list(self.scheduler.workers.items()):
+                if w.gpu is None or w.state not in ("idle", "busy"):
+                    continue
+                mb = self.transport.gpu_memory_mb(wid)
+                if mb is None:
+                    continue
+                self.scheduler.worker_memory(wid, mb)
+                r = running_by_worker.get(wid)
+                if r is not None:
+                    r.peak_gpu_mb = max(r.peak_gpu_mb, mb)
         if now - self._last_status >= 2.0:
             self._write_status(now)
 
@@ -386,6 +393,15 @@ class Driver:
         remaining = sum(c.get("ready", 0) + c.get("waiting", 0) + c.get("running", 0) for c in snap["stages"].values())
         finished_tasks = max(1, self.report.done)
         snap["eta_s"] = None if final or not self.report.done else round(remaining * elapsed / finished_tasks, 1)
+        # Device-level memory (every process on the GPU, foreign ones too), when the transport knows it.
+        device_mb = getattr(self.transport, "device_memory_mb", None)
+        if callable(device_mb) and snap.get("gpus"):
+            try:
+                used = device_mb()
+            except Exception:  # noqa: BLE001 - status is best effort
+                used = {}
+            for g in snap["gpus"]:
+                g["device_used_mb"] = None if g["index"] not in used else round(used[g["index"]], 1)
         snap.update({"pid": os.getpid(), "host": socket.gethostname(), "updated_utc": time.time(), "elapsed_s": round(elapsed, 1), "final": final,
                      "running": [{"video_id": k[0], "stage": k[1], "worker": r.worker_id, "gpu": r.gpu,
                                   "predicted_mb": round(r.predicted_mb, 1), "peak_gpu_mb": round(r.peak_gpu_mb, 1)}

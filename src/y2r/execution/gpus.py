@@ -75,6 +75,37 @@ def inventory(devices: list[int] | str | None = "all") -> list[GpuDevice]:
     return out
 
 
+def simulated_inventory(capacities_mb: list[float]) -> list[GpuDevice]:
+    """Simulated GPUs (``execution.gpus.simulate``): see ``execution/simulated_gpus.py``."""
+    return [GpuDevice(index=i, name="simulated", uuid=f"SIM-{i}", total_mb=float(c), used_mb=0.0, free_mb=float(c))
+            for i, c in enumerate(capacities_mb)]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident host memory of a process and all its descendants (MB)."""
+    total = 0.0
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for p in procs:
+        try:
+            total += p.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    return total
+
+
+def device_used_mb(index: int) -> float | None:
+    """Memory in use on a device, all processes included (NVML); None without NVML."""
+    try:
+        _init()
+        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).used / 2**20
+    except (NvmlUnavailable, pynvml.NVMLError):
+        return None
+
+
 def process_tree(pid: int) -> set[int]:
     try:
         p = psutil.Process(pid)

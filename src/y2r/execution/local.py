@@ -4,6 +4,11 @@ Each worker is ``python -m y2r.execution.worker_host`` started fresh (never fork
 in it), in its own process group, with ``CUDA_VISIBLE_DEVICES`` set to its one GPU (or empty for
 CPU workers) *before* it starts. One thread per in-flight request blocks on the worker's pipe and
 posts the outcome to the driver's queue; the driver stays single-threaded.
+
+GPU memory of a worker is the sum over its process tree of NVML's per-process usage on its GPU
+(one NVML query per GPU serves every worker sampled in the same instant). On a simulated GPU
+(``execution.gpus.simulate``) it is the host-RSS growth of the tree above the baseline taken before
+the worker loaded its backend (see ``simulated_gpus.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from y2r.execution.simulated_gpus import SimulatedDevice
 
 from y2r.errors import FailureKind, WorkerCrashed, WorkerHung, Y2RError
 from y2r.execution import gpus as gpu_mod
@@ -27,8 +34,18 @@ def worker_argv() -> list[str]:
 
 class LocalTransport:
     def __init__(self, log_dir: Path, *, threads_per_worker: int = 1, heartbeat_s: float = 5.0,
-                 startup_timeout_s: float = 900.0, extra_env: dict[str, str] | None = None):
+                 startup_timeout_s: float = 900.0, extra_env: dict[str, str] | None = None,
+                 simulated_gpus: list[float] | None = None):
         self.log_dir = Path(log_dir)
+        # Simulated GPUs: one shared memory account per device (a fresh one per run).
+        self.simulated: dict[int, SimulatedDevice] = {}
+        for i, cap in enumerate(simulated_gpus or []):
+            dev = SimulatedDevice(self.log_dir / "simulated_gpus" / f"gpu{i}.json", cap, i)
+            dev.path.parent.mkdir(parents=True, exist_ok=True)
+            dev.path.write_text("{}")
+            self.simulated[i] = dev
+        self.baseline_mb: dict[str, float] = {}
+        self._nvml_cache: dict[int, tuple[float, dict[int, float]]] = {}
         self.threads = threads_per_worker
         self.heartbeat_s = heartbeat_s
         self.startup_timeout_s = startup_timeout_s
@@ -42,8 +59,12 @@ class LocalTransport:
 
     def _env(self, gpu: int | None) -> dict[str, str]:
         t = str(self.threads)
-        env = {"CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu), "OMP_NUM_THREADS": t,
+        sim = self.simulated.get(gpu) if gpu is not None else None
+        # The GPU is chosen before the process exists: CUDA reads CUDA_VISIBLE_DEVICES once, at init.
+        env = {"CUDA_VISIBLE_DEVICES": "" if gpu is None or sim is not None else str(gpu), "OMP_NUM_THREADS": t,
                "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, "PYTHONUNBUFFERED": "1"}
+        if sim is not None:
+            env.update(sim.env())
         env.update(self.extra_env)
         return env
 
@@ -64,7 +85,12 @@ class LocalTransport:
                 if self._closed:  # shut down while we were starting: do not leave the process behind
                     w.kill()
                     return
-                w.call("load", load_params, timeout_s=self.startup_timeout_s)
+                params = load_params
+                if action.gpu is not None and action.gpu in self.simulated:
+                    # Baseline before the backend loads: what grows from here is the "GPU" memory.
+                    self.baseline_mb[action.worker_id] = gpu_mod.tree_rss_mb(w.pid)
+                    params = {**load_params, "simulated_gpu": True}
+                w.call("load", params, timeout_s=self.startup_timeout_s)
             except Y2RError as e:
                 w.kill()
                 post(WorkerStartFailed(action.worker_id, e.kind.value, e.one_line(), getattr(e, "log_tail", None)))
@@ -131,10 +157,29 @@ class LocalTransport:
         g = self.gpu_of.get(worker_id)
         if w is None or g is None or w.pid is None:
             return None
+        if g in self.simulated:
+            base = self.baseline_mb.get(worker_id)
+            return None if base is None else max(0.0, gpu_mod.tree_rss_mb(w.pid) - base)
         try:
-            return gpu_mod.tree_gpu_memory_mb(w.pid, g)
+            now = time.monotonic()
+            cached = self._nvml_cache.get(g)
+            if cached is None or now - cached[0] > 0.2:
+                cached = (now, gpu_mod.gpu_memory_by_pid(g))
+                self._nvml_cache[g] = cached
+            pids = gpu_mod.process_tree(w.pid)
+            return sum(mb for p, mb in cached[1].items() if p in pids)
         except Exception:  # noqa: BLE001 - sampling is best effort; NVML can fail transiently
             return None
+
+    def device_memory_mb(self) -> dict[int, float]:
+        """Memory in use per device this run's workers use, every process included (for status)."""
+        gpus = {g for g in self.gpu_of.values() if g is not None} | set(self.simulated)
+        out = {}
+        for g in sorted(gpus):
+            used = self.simulated[g].used_mb() if g in self.simulated else gpu_mod.device_used_mb(g)
+            if used is not None:
+                out[g] = used
+        return out
 
     def pids(self) -> dict[str, int]:
         return {k: w.pid for k, w in self.workers.items() if w.pid}

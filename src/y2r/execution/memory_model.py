@@ -1,10 +1,15 @@
 """Memory model per (stage, backend): predicted peak = base + slope * frames * megapixels.
 
 Seeded from the backend's declared ``Resources.gpu_memory`` or from config
-(``execution.gpus.memory_models``), then refined from every measured peak (kept in the ledger so the
-next run starts informed). Predictions are deliberately an *upper envelope*: a least-squares line
-shifted up by the largest residual seen, because under-predicting costs an OOM and a retry while
-over-predicting only costs some packing density. An OOM raises a floor for that work size.
+(``execution.gpus.memory_models``), then refined from every measured peak (kept in the ledger's
+``memory_samples`` table so the next run starts informed). Predictions are deliberately an *upper
+envelope*: a least-squares line shifted up by the largest residual seen, because under-predicting
+costs an OOM and a retry while over-predicting only costs some packing density.
+
+An OOM at work size ``w`` with ``p`` MB reserved raises a floor: any task at least about that large
+is predicted above ``oom_factor * p``. The floor is withdrawn when a task at least as large later
+succeeds with a measured peak below ``p`` -- then the OOM was caused by a neighbour on the same GPU,
+not by the task's own size.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import numpy as np
 
 from y2r.stages.base import MemoryProfile
 
+MAX_SAMPLES = 512
+MAX_OOMS = 64
+
 
 @dataclass
 class _Fit:
     seed: MemoryProfile
     samples: list[tuple[float, float]] = field(default_factory=list)  # (work = frames*Mpix, peak_mb)
-    ooms: list[tuple[float, float]] = field(default_factory=list)  # (work, predicted_mb that OOMed)
+    ooms: list[tuple[float, float]] = field(default_factory=list)  # (work, reserved_mb that OOMed)
     base: float = 0.0
     slope: float = 0.0
     envelope: float = 0.0
@@ -67,40 +75,48 @@ class MemoryModel:
         self._fits.pop((stage, backend), None)
 
     def base(self, stage: str, backend: str) -> float:
-        """Memory a loaded, idle worker holds."""
-        f = self._fit(stage, backend)
-        return max(0.0, f.base + f.envelope)
+        """Memory a loaded, idle worker holds (the prediction for an empty task)."""
+        return self.predict_work(stage, backend, 0.0)
 
     def predict(self, stage: str, backend: str, frames: int, pixels: int) -> float:
+        return self.predict_work(stage, backend, frames * pixels / 1e6)
+
+    def predict_work(self, stage: str, backend: str, work: float) -> float:
+        """Predicted peak for ``work`` megapixel-frames."""
         f = self._fit(stage, backend)
-        work = frames * pixels / 1e6
         pred = f.base + f.slope * work + f.envelope
         for w_oom, p_oom in f.ooms:
-            # A task at least this large needed more than p_oom: predict above it.
+            # A task at least about this large needed more than p_oom: predict above it.
             if work >= w_oom * 0.9:
                 pred = max(pred, p_oom * self.oom_factor)
         return max(0.0, pred)
 
     def observe(self, stage: str, backend: str, frames: int, pixels: int, peak_mb: float) -> None:
         f = self._fit(stage, backend)
-        f.samples.append((frames * pixels / 1e6, float(peak_mb)))
+        work = frames * pixels / 1e6
+        f.samples.append((work, float(peak_mb)))
         # Bound the history: keep the most recent samples (models of a run are stationary enough).
-        if len(f.samples) > 512:
-            f.samples = f.samples[-512:]
+        if len(f.samples) > MAX_SAMPLES:
+            f.samples = f.samples[-MAX_SAMPLES:]
+        # A success at least as large as an OOM, with a lower peak than was reserved then, shows the
+        # OOM came from a neighbour: withdraw that floor.
+        f.ooms = [(w, p) for w, p in f.ooms if not (work >= w and peak_mb < p)]
         f.refit()
         self.observed[(stage, backend)] += 1
 
     def observe_oom(self, stage: str, backend: str, frames: int, pixels: int, predicted_mb: float) -> None:
         f = self._fit(stage, backend)
         f.ooms.append((frames * pixels / 1e6, float(predicted_mb)))
+        if len(f.ooms) > MAX_OOMS:
+            f.ooms = f.ooms[-MAX_OOMS:]
 
     def describe(self, stage: str, backend: str) -> dict:
         f = self._fit(stage, backend)
-        return {"base_mb": round(f.base + f.envelope, 1), "mb_per_mpix_frame": round(f.slope, 3),
-                "samples": len(f.samples), "ooms": len(f.ooms)}
+        return {"base_mb": round(self.base(stage, backend), 1), "mb_per_mpix_frame": round(f.slope, 3),
+                "envelope_mb": round(f.envelope, 1), "samples": len(f.samples), "ooms": len(f.ooms)}
 
     def load_samples(self, rows: list[dict]) -> None:
-        """Warm start from the ledger's ``memory_samples`` rows."""
+        """Warm start from the ledger's ``memory_samples`` rows (oldest first)."""
         for r in rows:
             if r["outcome"] == "ok":
                 self.observe(r["stage"], r["backend"], r["frames"], r["pixels"], r["peak_mb"])

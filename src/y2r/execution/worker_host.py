@@ -43,8 +43,10 @@ class BackendHost(y2r_shim.Handler):
             cv2.setNumThreads(threads)
         except ImportError:
             pass
+        # A simulated GPU is memory booked on the CPU: the backend runs on "cpu" (simulated_gpus.py).
+        on_gpu = params.get("gpu") is not None and not params.get("simulated_gpu")
         self.ctx = WorkerContext(worker_id=params.get("worker_id", "worker"), log_dir=Path(params.get("log_dir", ".")),
-                                 device="cuda" if params.get("gpu") is not None else "cpu", gpu_index=params.get("gpu"))
+                                 device="cuda" if on_gpu else "cpu", gpu_index=params.get("gpu"))
         loaded = []
         # GPU lanes load their model now, so the load is paid (and measured) once, at worker start.
         for stage, backend in params.get("preload", []):
