@@ -41,7 +41,7 @@ class DepthOptions:
     planes: int = 64  # at most; fewer when the available baseline cannot separate that many
     min_planes: int = 16
     scale: float = 0.5
-    window: int = 7  # correlation window, pixels at depth resolution (odd)
+    window: int = 9  # matching window, pixels at depth resolution (odd)
     max_frame_gap: int = 10  # neighbours are searched within this many frames
     # Desired image motion (pixels at depth resolution) between adjacent planes in the neighbour.
     target_step_px: float = 0.75
@@ -150,6 +150,10 @@ def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray
     the cap, "no evidence", with no per-plane visibility bookkeeping: the warp's border value
     ``OUTSIDE`` makes any window that touches the outside exceed the cap. Costs of the neighbours
     are summed; the sweep keeps only the best plane and the costs on either side of it.
+
+    (Evaluating only every other plane and refining around the winner with per-pixel warps was
+    tried: twice as fast, but windows whose pixels carry different hypotheses blur the cost curve;
+    coverage fell by 4-12 points and AbsRel rose by half on the synthetic suite.)
     """
     h, w = ref.img.shape
     k = (window, window)
@@ -196,20 +200,20 @@ def zncc_at(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarr
     Mean over the neighbours that see the pixel, -1 where none does: the confidence of the depth.
     """
     h, w = ref.img.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
-    grid = np.stack([u, v, np.ones_like(u)], 0).reshape(3, -1)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
     k = (window, window)
     acc = np.zeros((h, w), np.float32)
     cnt = np.zeros((h, w), np.float32)
-    rho = inv_depth.reshape(-1).astype(np.float64)
+    rho = inv_depth.astype(np.float32)
     for nb, (H0, H1) in zip(neigh, _plane_homographies(Ks, rel)):
-        p = H0 @ grid + rho * (H1 @ grid)
+        H0, H1 = H0.astype(np.float32), H1.astype(np.float32)
+        p = [H0[r, 0] * u + H0[r, 1] * v + H0[r, 2] + rho * (H1[r, 0] * u + H1[r, 1] * v + H1[r, 2]) for r in range(3)]
         with np.errstate(divide="ignore", invalid="ignore"):
-            mu_, mv_ = p[0] / p[2], p[1] / p[2]
-        inside = ((p[2] > 0) & (mu_ >= 0) & (mu_ <= w - 1) & (mv_ >= 0) & (mv_ <= h - 1)).reshape(h, w)
-        mu_ = np.where(inside.reshape(-1), mu_, 0).reshape(h, w).astype(np.float32)
-        mv_ = np.where(inside.reshape(-1), mv_, 0).reshape(h, w).astype(np.float32)
-        wp = cv2.remap(nb.img, mu_, mv_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            mx, my = p[0] / p[2], p[1] / p[2]
+        inside = (p[2] > 0) & (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+        mx[~inside] = 0
+        my[~inside] = 0
+        wp = cv2.remap(nb.img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         mw, sw = local_stats(wp, window)
         cov = cv2.boxFilter(ref.img * wp, -1, k, borderType=cv2.BORDER_REFLECT) - ref.mu * mw
         acc += np.where(inside, cov / (ref.std * sw + 1e-3), 0.0).astype(np.float32)
@@ -222,28 +226,31 @@ def consistency_mask(depth: np.ndarray, valid: np.ndarray, Ks: np.ndarray, cam_T
                      neighbours: list[list[int]], tol: float, need: int) -> np.ndarray:
     """Keep pixels whose 3D point lands, in enough neighbours, on a depth that agrees within ``tol``."""
     T, h, w = depth.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
-    rays = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(Ks).T
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    rays = (np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(Ks).T).astype(np.float32)
     out = np.zeros_like(valid)
     for t in range(T):
-        m = valid[t].reshape(-1)
-        if not m.any() or not neighbours[t]:
+        m = np.flatnonzero(valid[t].reshape(-1))
+        if not len(m) or not neighbours[t]:
             continue
-        X = rays[m] * depth[t].reshape(-1)[m, None]
-        agree = np.zeros(m.sum(), np.int32)
+        d = depth[t].reshape(-1)[m].astype(np.float32)
+        r = rays[m]
+        agree = np.zeros(len(m), np.int32)
         for s in neighbours[t]:
             T_st = cam_T_world[s] @ invert_se3(cam_T_world[t])
-            Xs = X @ T_st[:3, :3].T + T_st[:3, 3]
-            z = Xs[:, 2]
+            # Pixel in s (homogeneous): K (R d ray + t) = d (K R ray) + K t; its third row is the depth.
+            q = (r @ (Ks @ T_st[:3, :3]).T.astype(np.float32)) * d[:, None] + (Ks @ T_st[:3, 3]).astype(np.float32)
+            z = q[:, 2]
             with np.errstate(divide="ignore", invalid="ignore"):
-                us = np.rint(Xs[:, 0] / z * Ks[0, 0] + Ks[0, 2]).astype(np.int64, copy=False)
-                vs = np.rint(Xs[:, 1] / z * Ks[1, 1] + Ks[1, 2]).astype(np.int64, copy=False)
-            inside = (z > 0) & (us >= 0) & (us < w) & (vs >= 0) & (vs < h)
-            d_s = np.full(len(z), np.nan)
-            d_s[inside] = np.where(valid[s][vs[inside], us[inside]], depth[s][vs[inside], us[inside]], np.nan)
-            with np.errstate(invalid="ignore"):
-                agree += (np.abs(z - d_s) <= tol * d_s).astype(np.int32)
-        out[t].reshape(-1)[np.flatnonzero(m)[agree >= need]] = True
+                us = np.rint(q[:, 0] / z)
+                vs = np.rint(q[:, 1] / z)
+            inside = (z > 0) & (us >= 0) & (us <= w - 1) & (vs >= 0) & (vs <= h - 1)
+            ii = np.flatnonzero(inside)
+            flat = vs[ii].astype(np.int64) * w + us[ii].astype(np.int64)
+            ds = depth[s].reshape(-1)[flat]
+            ok = valid[s].reshape(-1)[flat] & (np.abs(z[ii] - ds) <= tol * ds)
+            agree[ii[ok]] += 1
+        out[t].reshape(-1)[m[agree >= need]] = True
     return out
 
 

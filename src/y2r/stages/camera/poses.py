@@ -60,7 +60,8 @@ class PoseOptions:
     outlier_rounds: int = 4
     min_pnp_inliers: int = 12
     local_ba_every: int = 3
-    local_ba_window: int = 8
+    local_ba_window: int = 5  # keyframes a local BA moves
+    local_ba_anchors: int = 3  # older keyframes it includes but holds fixed
 
 
 @dataclass
@@ -393,8 +394,8 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
                 next_global *= 2
                 m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict)
             else:
-                # The window's older neighbours are held fixed: they anchor the gauge.
-                lo = max(0, pos - 2 * opt.local_ba_window)
+                # The newest keyframes move; a few older ones are held fixed to anchor the gauge.
+                lo = max(0, pos - opt.local_ba_window - opt.local_ba_anchors + 1)
                 window = reg[lo: pos + 1]
                 fixed = set(reg[lo: max(lo, pos - opt.local_ba_window + 1)]) | {reg[0]}
                 m.bundle(window, fixed=fixed, optimize_focal=False, max_iterations=10, strict=strict)
