@@ -204,7 +204,8 @@ class WorkerActor:
         except Exception as e:  # noqa: BLE001 - every start failure must reach the driver, typed
             self.worker.kill()
             return {**info, "ok": False, "kind": FailureKind.ERROR.value, "message": f"{type(e).__name__}: {e}"}
-        return {**info, "ok": True, "load_s": time.monotonic() - t0, "worker_pid": self.worker.pid}
+        return {**info, "ok": True, "load_s": time.monotonic() - t0, "worker_pid": self.worker.pid,
+                "gpu_mb": self._gpu_mb()}
 
     def run(self, params: dict, timeout_s: float) -> dict:
         w = self.worker
@@ -229,18 +230,23 @@ class WorkerActor:
         return {"ok": True, "result": result, "peak_rss_mb": meta.get("peak_rss_mb")}
 
     def poll(self) -> dict:
-        """Liveness, the latest progress, and the worker's GPU memory now (its whole process tree)."""
+        """Liveness, the latest progress, and the worker's GPU memory now."""
         with self._lock:
-            out = {"seq": self._seq, "progress": self._progress, "gpu_mb": None}
-        w = self.worker
-        if self.nvml_index is not None and w is not None and w.pid is not None:
-            from y2r.execution import gpus  # noqa: PLC0415
-
-            try:
-                out["gpu_mb"] = gpus.tree_gpu_memory_mb(w.pid, self.nvml_index)
-            except Exception:  # noqa: BLE001 - sampling is best effort, as locally
-                pass
+            out = {"seq": self._seq, "progress": self._progress}
+        out["gpu_mb"] = self._gpu_mb()
         return out
+
+    def _gpu_mb(self) -> float | None:
+        """GPU memory of the worker's whole process tree on its device (NVML, this node)."""
+        w = self.worker
+        if self.nvml_index is None or w is None or w.pid is None:
+            return None
+        from y2r.execution import gpus  # noqa: PLC0415
+
+        try:
+            return gpus.tree_gpu_memory_mb(w.pid, self.nvml_index)
+        except Exception:  # noqa: BLE001 - sampling is best effort, as locally
+            return None
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -302,6 +308,7 @@ class RayTransport:
         self._reserved: dict[int, dict[str, float]] = defaultdict(dict)
         self._gpu_mb: dict[str, float] = {}
         self._stopping: dict[str, object] = {}
+        self._placed: set[str] = set()  # actors Ray has created (a pending one cannot answer a call)
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -351,6 +358,9 @@ class RayTransport:
         from ray.util.placement_group import placement_group, remove_placement_group  # noqa: PLC0415
 
         ray = self.ray
+        if getattr(self.config.execution.gpus, "simulate", None):
+            raise UsageError("execution.gpus.simulate is for the local executor; on Ray declare logical GPUs "
+                             "(`ray start --num-gpus N`) and set execution.ray_gpu_memory_mb")
         devices = self.config.execution.gpus.devices
         total = int(ray.cluster_resources().get("GPU", 0))
         # Indices are node-local and mean nothing cluster-wide: with Ray a list only says how many.
@@ -460,6 +470,7 @@ class RayTransport:
                     ready, _ = ray.wait([ping], timeout=1.0)
                     if ready:
                         ray.get(ping)
+                        self._placed.add(wid)
                         break
                 if self._closed:
                     self._kill_actor(wid)
@@ -488,6 +499,8 @@ class RayTransport:
             if self._closed:
                 self._kill_actor(wid)
                 return
+            if info.get("gpu_mb") is not None:
+                self._gpu_mb[wid] = info["gpu_mb"]
             post(WorkerReady(wid, info["load_s"], info.get("worker_pid")))
 
         self._spawn(go, f"start-{wid}")
@@ -547,6 +560,10 @@ class RayTransport:
                 fail(kind, message)
                 return
             if out["ok"]:
+                if wid in self._gpu_mb:
+                    # What the now idle worker holds (the task's peak was sampled while it ran): the
+                    # scheduler counts every worker at least at its last measurement.
+                    self._sample(actor, wid)
                 post(TaskResult(wid, action.video_id, action.stage, True, result=out["result"],
                                 peak_rss_mb=out.get("peak_rss_mb")))
             elif not out.get("worker_alive", False):
@@ -592,8 +609,17 @@ class RayTransport:
         self._spawn(go, f"kill-{worker_id}")
 
     def gpu_memory_mb(self, worker_id: str) -> float | None:
-        # Sampled on the worker's own node by its actor at every poll (NVML is node-local).
+        # Sampled on the worker's own node by its actor (NVML is node-local): after loading, at every
+        # poll while a task runs, and once more when it finishes.
         return self._gpu_mb.get(worker_id)
+
+    def _sample(self, actor, worker_id: str) -> None:
+        try:
+            mb = self.ray.get(actor.poll.remote(), timeout=5.0)["gpu_mb"]
+        except Exception:  # noqa: BLE001 - best effort; the run's result matters more
+            return
+        if mb is not None:
+            self._gpu_mb[worker_id] = mb
 
     def shutdown(self) -> None:
         self._closed = True
@@ -604,7 +630,9 @@ class RayTransport:
         # Ask every actor to kill its worker's process group (fast, and leaves no orphan even where
         # the node keeps running), then kill the actors themselves.
         refs = []
-        for _, a in actors:
+        for wid, a in actors:
+            if wid not in self._placed:
+                continue  # still waiting for resources: it has no worker process to kill
             try:
                 refs.append(a.kill_worker.remote())
             except Exception:  # noqa: BLE001
