@@ -287,9 +287,11 @@ def _y2r(args, tag):
 
 @pytest.mark.ray
 def test_an_interrupted_run_on_the_cluster_resumes_and_finishes(tmp_path, video_factory, ray_cluster):
-    vids = [video_factory(f"v{i}.mp4", seed=i) for i in range(3)]
+    vids = [video_factory(f"v{i}.mp4", seed=i) for i in range(2)]
     out = tmp_path / "out"
-    args = ["run", *map(str, vids), "-o", str(out), "-w", "2", "-q", "--executor", "ray",
+    # One CPU worker: the videos go through one after the other, so the second is unfinished when
+    # the first episode appears.
+    args = ["run", *map(str, vids), "-o", str(out), "-w", "1", "-q", "--executor", "ray",
             "--address", ray_cluster.address, "--set", "ingest.width=64", "--set", "ingest.height=48",
             "--set", "camera.backend=synthetic", "--set", "tracks.backend=synthetic", "--set", "hands.backend=synthetic",
             "--set", "camera.synthetic.s_per_frame=0.1"]
@@ -306,7 +308,7 @@ def test_an_interrupted_run_on_the_cluster_resumes_and_finishes(tmp_path, video_
     with Ledger(out / "ledger.sqlite", readonly=True) as led:
         done_before = {(t.video_id, t.stage) for t in led.tasks(state="done")}
         assert not led.tasks(state="running")  # in-flight tasks went back to pending, not failed
-    assert len(list((out / "episodes").glob("*.h5"))) < 3
+    assert len(list((out / "episodes").glob("*.h5"))) == 1
     p2 = _y2r(args, ray_cluster.tag)
     log, _ = p2.communicate(timeout=120)
     assert p2.returncode == 0, log
@@ -314,5 +316,5 @@ def test_an_interrupted_run_on_the_cluster_resumes_and_finishes(tmp_path, video_
         redone = [(a["video_id"], a["stage"]) for a in led.attempts() if a["outcome"] == "done"]
         assert all(t.state == "done" for t in led.tasks())
     assert not any(redone.count(k) > 1 for k in done_before), "finished work was redone"
-    assert sorted(e.name for e in (out / "episodes").glob("*.h5")) == ["v0.h5", "v1.h5", "v2.h5"]
+    assert sorted(e.name for e in (out / "episodes").glob("*.h5")) == ["v0.h5", "v1.h5"]
     _assert_nothing_left(ray_cluster)
