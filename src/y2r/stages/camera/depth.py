@@ -21,9 +21,10 @@ the depth with the neighbours' own depth maps (multi-view consistency: catches o
 objects and mismatches). Depth is computed at ``scale`` times the stored resolution and upsampled
 without blending invalid pixels into valid ones.
 
-Neighbours are chosen per reference so that one plane step moves about ``target_step_px`` pixels
-in the neighbour: a much shorter baseline gives depth that is mostly noise, a much longer one
-changes appearance and occlusions more than needed.
+Neighbours are chosen per reference so that the depth range spans about ``target_disparity_px``
+pixels of image motion: a much shorter baseline gives depth that is mostly noise, a much longer one
+changes appearance and occlusions more than needed. Planes are then spaced ``plane_step_px`` apart
+in image motion, so ``depth_planes`` is an upper bound: a short baseline cannot separate more.
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ from y2r.geometry import invert_se3
 
 @dataclass
 class DepthOptions:
-    planes: int = 64  # at most; fewer when the available baseline cannot separate that many
+    planes: int = 64  # at most (see plane_step_px)
     min_planes: int = 16
     scale: float = 0.5
     window: int = 9  # matching window, pixels at depth resolution (odd)
     max_frame_gap: int = 10  # neighbours are searched within this many frames
-    # Desired image motion (pixels at depth resolution) between adjacent planes in the neighbour.
-    target_step_px: float = 0.75
+    # Neighbours are chosen so that the depth range spans about this much image motion (pixels at
+    # depth resolution): more gives finer depth but more appearance change and occlusion.
+    target_disparity_px: float = 48.0
+    # Planes are this far apart in image motion: a window's matching cost is smooth over a few
+    # pixels, so a parabola through samples 1.25 px apart loses nothing measurable (on the
+    # synthetic suite, 0.75 px steps gave the same AbsRel and coverage at 1.6x the time).
+    plane_step_px: float = 1.25
     # A neighbour whose baseline gives less than this fraction of the target is not used.
     min_baseline_fraction: float = 0.1
     min_correlation: float = 0.5
@@ -106,12 +112,9 @@ def _prepare(img: np.ndarray, window: int, min_texture: float) -> _Frame:
     return _Frame(img, mu, std, np.clip(np.rint(lcn), 0, OUTSIDE - 1).astype(np.uint8))
 
 
-def choose_neighbours(centres: np.ndarray, t: int, step_baseline: float, opt: DepthOptions,
+def choose_neighbours(centres: np.ndarray, t: int, target_baseline: float, opt: DepthOptions,
                       usable: np.ndarray) -> list[int]:
-    """One neighbour before and one after ``t``, each with the baseline closest to the target.
-
-    ``step_baseline`` is the baseline that moves a plane step by ``target_step_px`` pixels.
-    """
+    """One neighbour before and one after ``t``, each with the baseline closest to the target."""
     T = len(centres)
     out = []
     for direction in (-1, 1):
@@ -122,12 +125,12 @@ def choose_neighbours(centres: np.ndarray, t: int, step_baseline: float, opt: De
             if not usable[s]:
                 continue
             b = float(np.linalg.norm(centres[s] - centres[t]))
-            if b < opt.min_baseline_fraction * step_baseline:
+            if b < opt.min_baseline_fraction * target_baseline:
                 continue
-            err = abs(np.log(b / step_baseline))
+            err = abs(np.log(b / target_baseline))
             if err < best_err:
                 best, best_err = s, err
-            if b > step_baseline:
+            if b > target_baseline:
                 break  # baselines only grow further out (for smooth motion); stop at the first overshoot
         if best is not None:
             out.append(best)
@@ -296,15 +299,14 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
         near, far = depth_ranges[t]
         if usable[t] and np.isfinite(near) and np.isfinite(far) and far > near > 0:
             span = 1.0 / near - 1.0 / far
-            # Baseline b moves a plane step by about f * b * step pixels (lateral motion).
-            step_baseline = opt.target_step_px * (opt.planes - 1) / (Ks[0, 0] * span)
-            nb = choose_neighbours(centres, t, step_baseline, opt, usable)
+            # A baseline b moves the image of a point by about f * b * (inverse depth) pixels
+            # (lateral motion), so the depth range spans f * b * span pixels.
+            target_baseline = opt.target_disparity_px / (Ks[0, 0] * span)
+            nb = choose_neighbours(centres, t, target_baseline, opt, usable)
             neighbours[t] = nb
             if nb:
-                # When no neighbour reaches the target baseline, planes closer than target_step_px
-                # in the image carry no extra information: use fewer (depth_planes is the most).
                 b_max = max(float(np.linalg.norm(centres[s] - centres[t])) for s in nb)
-                n_planes = int(np.clip(np.ceil(Ks[0, 0] * b_max * span / opt.target_step_px) + 1,
+                n_planes = int(np.clip(np.ceil(Ks[0, 0] * b_max * span / opt.plane_step_px) + 1,
                                        opt.min_planes, opt.planes))
                 planes_used.append(n_planes)
                 rho = np.linspace(1.0 / far, 1.0 / near, n_planes)
