@@ -257,6 +257,38 @@ def export(fmt, out, dest, options) -> None:
     console.print(f"wrote {path}")
 
 
+# -------------------------------------------------------------------------------------- eval
+@cli.command(name="eval", context_settings=CONTEXT)
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--gt", "gt_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of ground-truth .npz files (<video_id>_gt.npz, as y2r.synth writes them).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evaluate(out, gt_dir, as_json) -> None:
+    """Compare OUT's episodes with ground truth: camera (ATE, rotation, focal), depth, tracks.
+
+    Metrics are defined in docs/benchmarks.md (ATE after Sim(3) alignment in % of path length,
+    relative rotation error, focal error, depth AbsRel / delta<1.25 / coverage, track position
+    error percentiles, visibility F1, 3D error in % of depth).
+    """
+    from y2r.evaluation.episode_accuracy import episode_vs_ground_truth, find_ground_truth  # noqa: PLC0415
+    from y2r.evaluation.suite import COLUMNS, format_value  # noqa: PLC0415
+
+    rows = {}
+    for ep in sorted((Path(out) / "episodes").glob("*.h5")):
+        gt = find_ground_truth(Path(gt_dir), ep.stem)
+        if gt is not None:
+            rows[ep.stem] = episode_vs_ground_truth(ep, gt)
+    if not rows:
+        raise UsageError(f"no episode of {out} has a ground-truth file in {gt_dir} (<id>_gt.npz)")
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=float))
+        return
+    table = Table("episode", *(c[0] for c in COLUMNS), "degenerate")
+    for vid, m in rows.items():
+        table.add_row(vid, *(format_value(f, m.get(k)) for _, k, f in COLUMNS), str(m.get("degenerate") or "-"))
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------ report
 @cli.command(context_settings=CONTEXT)
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
