@@ -91,6 +91,7 @@ class Probe:
         self.decide_calls = 0
         self._last_result: dict[str, float] = {}
         self.first_dispatch: float | None = None
+        self.transport = None
 
     def wrap_transport(self, cls):
         from y2r.execution.driver import TaskResult, WorkerReady
@@ -98,6 +99,10 @@ class Probe:
         probe = self
 
         class Recording(cls):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                probe.transport = self
+
             def start_worker(self, action, load_params, post):
                 t0 = time.perf_counter()
 
@@ -206,7 +211,21 @@ def run_once(executor: str, scenario: str, videos: list[Path], out: Path, a) -> 
         "scheduler_cpu_ms_per_task": round(1e3 * probe.decide_cpu_s / n, 3),
         "decisions_per_task": round(probe.decide_calls / n, 1),
         "backend_s_total": round(sum(t["process_s"] for t in ok), 2),
+        "gpu_workers": gpu_workers(probe.transport),
     }
+
+
+def gpu_workers(transport) -> dict:
+    """Per GPU lane: how many workers ran and the Ray GPU shares they asked for (Ray runs)."""
+    out: dict[str, dict] = {}
+    for p in getattr(transport, "placements", {}).values():
+        if p.get("bundle") is None:
+            continue
+        d = out.setdefault(p["lane"], {"workers": 0, "num_gpus": set(), "capped": 0})
+        d["workers"] += 1
+        d["num_gpus"].add(p.get("num_gpus"))
+        d["capped"] += bool(p.get("capped"))
+    return {k: {**v, "num_gpus": sorted(v["num_gpus"])} for k, v in out.items()}
 
 
 def _round(x: float | None, scale: float = 1.0, nd: int = 2):
@@ -356,7 +375,7 @@ def ray_start(a) -> float:
 # Beyond a PyTorch image (numpy, scipy, opencv, h5py, pyyaml, click, rich, psutil, nvidia-ml-py,
 # requests, protobuf, msgpack, filelock, packaging, attrs are there): what y2r and Ray still need.
 PACK_REQUIREMENTS = ["ray==2.60.0", "av>=12,<19", "pydantic>=2.6,<3", "pydantic-core", "annotated-types",
-                     "typing-inspection", "OpenEXR>=3.3,<4", "jsonschema", "jsonschema-specifications",
+                     "typing-inspection", "typing-extensions>=4.14", "OpenEXR>=3.3,<4", "jsonschema", "jsonschema-specifications",
                      "referencing", "rpds-py"]
 # Parts of Ray a y2r run never imports (Java, RLlib, Data, Serve, Tune, Train, LLM, the dashboard UI).
 RAY_UNUSED = ["ray/jars", "ray/rllib", "ray/data", "ray/serve", "ray/tune", "ray/train", "ray/llm",

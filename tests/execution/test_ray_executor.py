@@ -279,6 +279,22 @@ def test_a_killed_actor_and_a_killed_worker_are_each_retried_once(tmp_path, vide
     _assert_nothing_left(ray_cluster, tr.token)
 
 
+@pytest.mark.ray
+def test_a_hung_worker_is_a_hang_and_its_actor_is_replaced(tmp_path, video_factory, fast_config, ray_cluster, spy):
+    out = tmp_path / "out"
+    cfg = fast_config("execution.executor=ray", "camera.synthetic.fail=hang", "camera.synthetic.fail_times=1",
+                      "execution.task_timeout_s=3", "execution.task_timeout_s_per_frame=0", "execution.retry.backoff_s=0")
+    r = pipeline.run([video_factory("v.mp4")], out, cfg)
+    assert r.report.failed == 0 and (out / "episodes" / "v.h5").exists()
+    a = _attempts(out / "ledger.sqlite", "v", "camera")
+    assert [x[:2] for x in a] == [("failed", "hang"), ("done", None)]
+    assert "no result after 3 s (request timeout)" in a[0][2]  # the worker's own timeout, inside the actor
+    (tr,) = spy
+    cams = [x for x in tr.assigned if x.stage == "camera"]
+    assert len({x.worker_id for x in cams}) == 2  # the hung worker's actor was replaced, not reused
+    _assert_nothing_left(ray_cluster, tr.token)
+
+
 def _y2r(args, tag):
     env = {**os.environ, "Y2R_TEST_TAG": tag}
     return subprocess.Popen([sys.executable, "-m", "y2r.cli", *args], env=env, stdout=subprocess.PIPE,
