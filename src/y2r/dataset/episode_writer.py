@@ -4,7 +4,8 @@ The writer enforces the conventions that downstream readers rely on, rather than
 backend to get them right, and records what it had to correct in the ``quality`` attr:
 
 - depth that is non-finite, negative or zero is marked invalid and stored as 0;
-- a track is only ``visible`` where its uv is finite and inside the image and its xyz is known;
+- a track is only ``visible`` where its uv is finite and inside the image (its xyz may be unknown:
+  2D visibility does not need depth, e.g. under pure camera rotation);
 - a hand frame is only ``valid`` where all its joints, keypoints and wrist pose are finite; invalid
   frames are NaN (score 0) everywhere.
 
@@ -285,7 +286,7 @@ def sanitize_tracks(
         inside = (
             (uv[..., 0] >= -0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= H - 0.5)
         )
-    ok = vis & inside & np.isfinite(xyz).all(-1)
+    ok = vis & inside
     demoted = int(vis.sum() - ok.sum())
     return xyz, uv, ok, query, demoted
 

@@ -9,8 +9,8 @@ Checks, in order (a file that fails the structural checks of a dataset is not va
    parts are all-or-nothing; nothing outside the schema;
 4. values and conventions: time strictly increasing; K finite with positive focal lengths;
    ``world_T_cam`` rigid (orthonormal rotation, det 1, last row [0 0 0 1]); depth finite, >= 0,
-   0 exactly where not valid; tracks NaN as whole vectors, visible => uv finite inside the image and
-   xyz known, visible xyz reprojecting onto uv through K and the pose (catches inverted poses); hands
+   0 exactly where not valid; tracks NaN as whole vectors, visible => uv finite inside the image,
+   visible known xyz reprojecting onto uv through K and the pose (catches inverted poses); hands
    NaN <=> not valid, rigid wrist poses, wrist in front of the camera; MANO NaN <=> not valid.
 
 Large datasets (rgb, depth) are read a block of frames at a time, so memory stays bounded whatever
@@ -399,10 +399,8 @@ class _Validator:
         bad = vis & uv_ok & ~inside
         if bad.any():
             self.add("/tracks/visible", f"{int(bad.sum())} visible entries with uv outside the {W}x{H} image")
+        # A visible point may have unknown xyz (2D visibility needs no depth, e.g. pure rotation).
         xyz_ok = np.isfinite(xyz).all(-1)
-        bad = vis & ~xyz_ok
-        if bad.any():
-            self.add("/tracks/visible", f"{int(bad.sum())} visible entries with unknown (NaN) xyz_world")
         if not np.isfinite(query).all():
             self.add("/tracks/query", "non-finite entries")
         else:
