@@ -75,7 +75,7 @@ def motion_evidence(tracks: TrackSet, pairs: list[KeyframePair], width: int, hei
     if f is None:
         return MotionEvidence(tpf, motion, float("inf"), None, len(pairs))
     K = K_from_focal(f, width, height)
-    parallax = max(float(np.median(rotation_residuals(K, p)[1])) for p in pairs)
+    parallax = max(float(np.median(rotation_residuals(K, p))) for p in pairs)
     return MotionEvidence(tpf, motion, parallax, f, len(pairs))
 
 

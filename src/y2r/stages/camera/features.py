@@ -52,6 +52,7 @@ class TrackSet:
     # Per frame, the number of corners that passed the absolute texture floor when the frame was
     # (re)detected; -1 where no detection ran. Used to flag low-texture videos.
     corners_detected: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    _homographies: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
@@ -61,6 +62,23 @@ class TrackSet:
         """Tracks seen in both frames ``a`` and ``b``: (ids, uv in a, uv in b)."""
         ids, ia, ib = np.intersect1d(self.ids[a], self.ids[b], assume_unique=True, return_indices=True)
         return ids, self.uv[a][ia], self.uv[b][ib]
+
+    def homography_inliers(self, a: int, b: int, thresh_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Tracks common to frames a and b, and the inliers of a RANSAC homography between them.
+
+        The homography does not depend on the camera model, and several estimators (rotation
+        model, focal search, initialisation) ask for the same pairs: it is computed once.
+        """
+        key = (a, b, thresh_px)
+        if key not in self._homographies:
+            ids, ua, ub = self.common(a, b)
+            inl = np.ones(len(ids), bool)
+            if len(ids) >= 8:
+                _, mask = cv2.findHomography(ua, ub, cv2.RANSAC, 2.0 * thresh_px)
+                if mask is not None:
+                    inl = mask.ravel() > 0
+            self._homographies[key] = (ids, ua, ub, inl)
+        return self._homographies[key]
 
     def counts(self) -> np.ndarray:
         return np.array([len(i) for i in self.ids])

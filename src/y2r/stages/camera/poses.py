@@ -295,13 +295,13 @@ def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int
     return (gross | (ssr > sigma2 * chi2.ppf(0.999, dof))) if strict else gross
 
 
-def rotation_compensated_parallax(K: np.ndarray, ua: np.ndarray, ub: np.ndarray, thresh_px: float) -> np.ndarray:
+def rotation_compensated_parallax(K: np.ndarray, ua: np.ndarray, ub: np.ndarray, inl: np.ndarray) -> np.ndarray:
     """Per match, the image motion a pure rotation cannot explain (pixels): the parallax.
 
-    The rotation is fitted to the homography inliers, so independently moving points do not bias
-    it; the median over all matches then measures the parallax of the static majority.
+    The rotation is fitted to the homography inliers ``inl``, so independently moving points do
+    not bias it; the median over all matches then measures the parallax of the static majority.
     """
-    R, _ = relative_rotation(K, ua, ub, thresh_px)
+    R = relative_rotation(K, ua, ub, inl)
     p = _rays(K, ua) @ R.T
     with np.errstate(divide="ignore", invalid="ignore"):
         p = p[:, :2] / p[:, 2:3] * K[0, 0] + K[:2, 2]
@@ -323,10 +323,10 @@ def _init_pair(tracks: TrackSet, kfs: np.ndarray, K: np.ndarray, opt: PoseOption
     for ia in range(len(kfs) - 1):
         a = kfs[ia]
         for b in kfs[ia + 1:]:
-            ids, ua, ub = tracks.common(a, b)
+            ids, ua, ub, h_inl = tracks.homography_inliers(int(a), int(b), opt.ransac_px)
             if len(ids) < 30:
                 break  # tracks from a are gone; try a later first keyframe
-            if np.median(rotation_compensated_parallax(K, ua, ub, opt.ransac_px)) < min_parallax_px:
+            if np.median(rotation_compensated_parallax(K, ua, ub, h_inl)) < min_parallax_px:
                 continue
             E, mask = cv2.findEssentialMat(ua, ub, K, cv2.RANSAC, 0.999, opt.ransac_px)
             if E is None or E.shape != (3, 3):
@@ -489,7 +489,7 @@ def multiview_reprojection(tracks: TrackSet, frames: list[int], cam_T_world: np.
 
 
 def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int, opt: PoseOptions,
-                     f_min: float, f_max: float, max_keyframes: int = 8) -> tuple[float, dict] | None:
+                     f_min: float, f_max: float, max_keyframes: int = 6) -> tuple[float, dict] | None:
     """Initial focal for self-calibration: the focal whose (cheap) reconstruction explains the tracks best.
 
     Epipolar methods (Kruppa, Mendonca-Cipolla) are unreliable for video: fundamental matrices of
@@ -556,16 +556,11 @@ def _unit_rays(K: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return r / np.linalg.norm(r, axis=1, keepdims=True)
 
 
-def relative_rotation(K: np.ndarray, ua: np.ndarray, ub: np.ndarray, thresh_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """b_R_a from pixel matches under the pure-rotation model: homography RANSAC inliers, then Kabsch."""
-    if len(ua) >= 8:
-        _, mask = cv2.findHomography(ua, ub, cv2.RANSAC, 2.0 * thresh_px)
-        inl = mask.ravel() > 0 if mask is not None else np.ones(len(ua), bool)
-    else:
-        inl = np.ones(len(ua), bool)
+def relative_rotation(K: np.ndarray, ua: np.ndarray, ub: np.ndarray, inl: np.ndarray) -> np.ndarray:
+    """b_R_a under the pure-rotation model: Kabsch on the rays of the (homography) inliers."""
     if inl.sum() < 3:
-        return np.eye(3), inl
-    return _kabsch(_unit_rays(K, ua[inl]), _unit_rays(K, ub[inl])), inl
+        return np.eye(3)
+    return _kabsch(_unit_rays(K, ua[inl]), _unit_rays(K, ub[inl]))
 
 
 @dataclass
@@ -588,30 +583,19 @@ def wide_keyframe_pairs(tracks: TrackSet, kfs: np.ndarray, thresh_px: float, max
         n_a = len(tracks.ids[a])
         best = None
         for j in range(i + 1, len(kfs)):
-            ids, ua, ub = tracks.common(a, int(kfs[j]))
-            if len(ids) < max(min_common, 0.3 * n_a):
+            if len(tracks.common(a, int(kfs[j]))[0]) < max(min_common, 0.3 * n_a):
                 break
-            best = (int(kfs[j]), ua, ub)
+            best = int(kfs[j])
         if best is None:
             continue
-        b, ua, ub = best
-        if len(ua) >= 8:
-            _, mask = cv2.findHomography(ua, ub, cv2.RANSAC, 2.0 * thresh_px)
-            inl = mask.ravel() > 0 if mask is not None else np.ones(len(ua), bool)
-        else:
-            inl = np.ones(len(ua), bool)
-        out.append(KeyframePair(a, b, ua, ub, inl))
+        _, ua, ub, inl = tracks.homography_inliers(a, best, thresh_px)
+        out.append(KeyframePair(a, best, ua, ub, inl))
     return out
 
 
-def rotation_residuals(K: np.ndarray, pair: KeyframePair) -> tuple[np.ndarray, np.ndarray]:
-    """Best rotation b_R_a for the pair (Kabsch on homography inliers) and every match's residual (px)."""
-    inl = pair.h_inliers if pair.h_inliers.sum() >= 3 else np.ones(len(pair.ua), bool)
-    R = _kabsch(_unit_rays(K, pair.ua[inl]), _unit_rays(K, pair.ub[inl]))
-    p = _rays(K, pair.ua) @ R.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = p[:, :2] / p[:, 2:3] * K[0, 0] + K[:2, 2]
-    return R, np.linalg.norm(p - pair.ub, axis=1)
+def rotation_residuals(K: np.ndarray, pair: KeyframePair) -> np.ndarray:
+    """Every match's residual (px) under the pair's best pure rotation: its rotation-compensated parallax."""
+    return rotation_compensated_parallax(K, pair.ua, pair.ub, pair.h_inliers)
 
 
 def rotation_focal_search(pairs: list[KeyframePair], width: int, height: int, f_min: float,
@@ -627,7 +611,7 @@ def rotation_focal_search(pairs: list[KeyframePair], width: int, height: int, f_
 
     def cost(f: float) -> float:
         K = K_from_focal(f, width, height)
-        return float(np.median(np.concatenate([rotation_residuals(K, p)[1][p.h_inliers] for p in pairs])))
+        return float(np.median(np.concatenate([rotation_residuals(K, p)[p.h_inliers] for p in pairs])))
 
     grid = np.geomspace(f_min, f_max, 32)
     c = np.array([cost(f) for f in grid])
@@ -647,9 +631,8 @@ def rotation_only_poses(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, op
     R_kf = {int(kfs[0]): np.eye(3)}
     for i in range(1, len(kfs)):
         a, b = int(kfs[i - 1]), int(kfs[i])
-        ids, ua, ub = tracks.common(a, b)
-        R_ba, _ = relative_rotation(K, ua, ub, opt.ransac_px) if len(ids) >= 3 else (np.eye(3), None)
-        R_kf[b] = R_ba @ R_kf[a]
+        ids, ua, ub, inl = tracks.homography_inliers(a, b, opt.ransac_px)
+        R_kf[b] = relative_rotation(K, ua, ub, inl) @ R_kf[a]
     # Points = world directions of tracks, from the first keyframe that sees them.
     X = np.full((tracks.num_tracks, 3), np.nan)
     for k in kfs:
