@@ -3,9 +3,9 @@
 The episode may have been resampled and resized by ingest: its ``/time/frame_index`` says which
 source frame each stored frame is, and stored pixels map to source pixels by the resize (same
 aspect ratio assumed, as for every suite clip; a different aspect is refused). Monocular estimates
-live in their own world frame and scale, so 3D track errors are measured after the same Sim(3)
-that aligns the estimated camera centres onto the true ones (or, for a camera that does not move,
-after the median depth scale).
+live in their own scale, so 3D track errors are measured after a similarity anchored at the first
+camera (both worlds are the first camera's frame) whose scale is fitted on the camera centres (or,
+for a camera that does not move, the median depth scale).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from y2r.errors import UsageError
 from y2r.evaluation.camera_metrics import camera_report
 from y2r.evaluation.ground_truth import tracks_for_queries
 from y2r.evaluation.track_metrics import evaluate_tracks
-from y2r.geometry import transform_points, umeyama
+from y2r.geometry import transform_points
 
 
 def _scale_K(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
@@ -71,17 +71,25 @@ def episode_vs_ground_truth(episode: str | Path, gt: str | Path | object) -> dic
 
 
 def _align_points(xyz: np.ndarray, est_pose: np.ndarray, gt_pose: np.ndarray, cam: dict) -> np.ndarray:
-    """Estimated world points expressed in the true world frame (Sim(3) from the cameras)."""
-    est_c, gt_c = est_pose[:, :3, 3], gt_pose[:, :3, 3]
-    if np.ptp(est_c, axis=0).max() > 1e-9 and np.ptp(gt_c, axis=0).max() > 1e-9:
-        s, R, t = umeyama(est_c, gt_c)
+    """Estimated world points in the true world frame: a similarity anchored at the first camera.
+
+    Both worlds are the first camera's frame (y2r's convention), so the rotation and translation
+    come from the first poses and only the scale is fitted (least squares on the camera centres
+    relative to the first one). A free Sim(3) fitted on camera centres alone is ill-posed for
+    near-straight paths (any roll about the path fits) and would inflate the point errors.
+    """
+    R = gt_pose[0, :3, :3] @ est_pose[0, :3, :3].T
+    est_c = (est_pose[:, :3, 3] - est_pose[0, :3, 3]) @ R.T
+    gt_c = gt_pose[:, :3, 3] - gt_pose[0, :3, 3]
+    denom = float(np.sum(est_c * est_c))
+    if denom > 1e-12 and float(np.sum(gt_c * gt_c)) > 1e-12:
+        s = float(np.sum(gt_c * est_c) / denom)
     else:
-        # No baseline to align scale with: both worlds are camera 0's frame; use the depth scale.
-        s = cam.get("depth_scale", 1.0)
-        s = 1.0 if not np.isfinite(s) else s
-        R, t = gt_pose[0, :3, :3] @ est_pose[0, :3, :3].T, np.zeros(3)
+        s = cam.get("depth_scale", 1.0)  # no baseline: the depth maps fix the scale
+        s = 1.0 if s is None or not np.isfinite(s) else float(s)
     T = np.eye(4)
-    T[:3, :3], T[:3, 3] = s * R, t
+    T[:3, :3] = s * R
+    T[:3, 3] = gt_pose[0, :3, 3] - s * R @ est_pose[0, :3, 3]
     return transform_points(T, xyz)
 
 
