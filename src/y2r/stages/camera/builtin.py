@@ -159,7 +159,8 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
     kfs = select_keyframes(tracks_sq, popt.keyframe_parallax_px, popt.keyframe_min_shared)
     pairs = wide_keyframe_pairs(tracks_sq, kfs, popt.ransac_px)
     ev = motion_evidence(tracks_sq, pairs, W, H, None if K_sq is None else float(K_sq[0, 0]))
-    degenerate = classify(ev, DegeneracyOptions())
+    # A single frame has no motion at all: that is a static camera, not missing texture.
+    degenerate = classify(ev, DegeneracyOptions()) if T > 1 else "static"
     quality.update(ev.as_dict())
     timings["degeneracy"] = time.perf_counter() - t0
 
@@ -215,19 +216,21 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
 
     # 5. depth
     t0 = time.perf_counter()
-    depth = np.zeros((T, H, W), np.float32)
-    valid = np.zeros((T, H, W), bool)
     # Only a reconstruction with parallax has a scale (and depth); a rotation-only or static one
     # has neither, whatever metric_scale_m says.
     has_scale = degenerate is None and rec is not None and len(X) > 0 and "reconstruction" not in quality
     if has_scale and opts.depth == "plane_sweep":
         dopt = DepthOptions(planes=opts.depth_planes, scale=opts.depth_scale)
         ranges = _depth_ranges(world_T_cam, X, point_ids, tracks_sq)
-        res = plane_sweep_video(grey, K_out, invert_se3(world_T_cam), ranges, dopt,
+        # Frames whose pose is only interpolated (PnP failed) neither get nor lend depth.
+        res = plane_sweep_video(grey, K_out, invert_se3(world_T_cam), ranges, dopt, usable=rec.registered,
                                 progress=lambda d, n: report(T + 1 + d, total))
-        valid = res.valid
-        depth = np.where(valid, res.depth, 0.0).astype(np.float32)
+        depth, valid = res.depth, res.valid
+        depth[~valid] = 0.0  # the artifact's convention: 0 where invalid (NaN inside plane_sweep)
         quality.update(res.stats)
+    else:
+        depth = np.zeros((T, H, W), np.float32)
+        valid = np.zeros((T, H, W), bool)
     quality["depth_valid_fraction"] = float(valid.mean())
     timings["depth"] = time.perf_counter() - t0
     report(total, total)

@@ -281,21 +281,29 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
     """Depth for every frame of a grey video (T,H,W) uint8 with known K and poses (cam_T_world).
 
     ``depth_ranges`` (T,2) are per-frame [near, far] bounds (from the sparse reconstruction);
-    frames with a non-finite range, or ``usable`` False, get no depth.
+    frames with a non-finite range, or ``usable`` False, get no depth. Memory stays bounded for
+    long videos: prepared (normalised) frames are kept only while a reference may still use them.
     """
     T, H, W = grey.shape
     h, w = max(round(H * opt.scale), 8), max(round(W * opt.scale), 8)
     Ks = scaled_K(K, w / W, h / H)
     usable = np.ones(T, bool) if usable is None else usable
-    frames = [_prepare((cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W, H) else g)
-                       .astype(np.float32), opt.window, opt.min_texture) for g in grey]
     centres = invert_se3(cam_T_world)[:, :3, 3]
+    prepared: dict[int, _Frame] = {}
+
+    def frame(i: int) -> _Frame:
+        if i not in prepared:
+            g = cv2.resize(grey[i], (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W, H) else grey[i]
+            prepared[i] = _prepare(g.astype(np.float32), opt.window, opt.min_texture)
+        return prepared[i]
 
     depth = np.full((T, h, w), np.nan, np.float32)
     valid = np.zeros((T, h, w), bool)
     neighbours: list[list[int]] = [[] for _ in range(T)]
     planes_used: list[int] = []
     for t in range(T):
+        for i in [i for i in prepared if i < t - opt.max_frame_gap]:
+            del prepared[i]
         near, far = depth_ranges[t]
         if usable[t] and np.isfinite(near) and np.isfinite(far) and far > near > 0:
             span = 1.0 / near - 1.0 / far
@@ -311,7 +319,7 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
                 planes_used.append(n_planes)
                 rho = np.linspace(1.0 / far, 1.0 / near, n_planes)
                 rel = [cam_T_world[s] @ invert_se3(cam_T_world[t]) for s in nb]
-                ref, neigh = frames[t], [frames[s] for s in nb]
+                ref, neigh = frame(t), [frame(s) for s in nb]
                 inv_d, _, interior = sweep(ref, neigh, Ks, rel, rho, opt.window)
                 ok = interior & (ref.std >= opt.min_texture) & (inv_d > 0)
                 ok &= zncc_at(ref, neigh, Ks, rel, inv_d, opt.window) >= opt.min_correlation
@@ -320,11 +328,13 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
         if progress is not None:
             progress(t + 1, T)
     valid = consistency_mask(depth, valid, Ks, cam_T_world, neighbours, opt.consistency, opt.min_consistent)
-    depth = np.where(valid, depth, np.nan)
+    depth[~valid] = np.nan
     if (w, h) != (W, H):
-        up = [upsample(depth[t], valid[t], W, H) for t in range(T)]
-        depth = np.stack([d for d, _ in up])
-        valid = np.stack([v for _, v in up])
-    return DepthResult(depth=depth.astype(np.float32), valid=valid,
+        depth_full = np.empty((T, H, W), np.float32)
+        valid_full = np.empty((T, H, W), bool)
+        for t in range(T):
+            depth_full[t], valid_full[t] = upsample(depth[t], valid[t], W, H)
+        depth, valid = depth_full, valid_full
+    return DepthResult(depth=depth, valid=valid,
                        stats={"depth_resolution": [w, h], "frames_with_neighbours": int(sum(bool(n) for n in neighbours)),
                               "depth_planes_mean": float(np.mean(planes_used)) if planes_used else 0.0})
