@@ -25,6 +25,7 @@ from y2r import pipeline
 from y2r.cli import main
 from y2r.errors import UsageError
 from y2r.execution import ray_executor
+from y2r.execution.driver import TaskProgress
 from y2r.execution.ray_executor import INSTALL_HINT, capped_share, fraction_grid, gpu_fraction, require_ray
 from y2r.ledger import Ledger
 
@@ -130,11 +131,18 @@ def spy(monkeypatch):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.assigned = []
+            self.progress = []
             made.append(self)
 
         def run_task(self, action, params, post):
             self.assigned.append(action)
-            super().run_task(action, params, post)
+
+            def record(ev):
+                if isinstance(ev, TaskProgress):
+                    self.progress.append((action, ev))
+                post(ev)
+
+            super().run_task(action, params, record)
 
     monkeypatch.setattr(ray_executor, "RayTransport", Spy)
     return made
@@ -276,6 +284,14 @@ def test_a_killed_actor_and_a_killed_worker_are_each_retried_once(tmp_path, vide
     assert a1[0][2].startswith("Ray actor died")
     assert "worker died (killed by SIGKILL)" in a2[0][2]
     assert sorted(p.name for p in (out / "episodes").iterdir()) == ["v0.h5", "v1.h5"]
+    # Progress is relayed (polled from the actor), for the task it belongs to and no other.
+    cam_progress = [(a, ev) for a, ev in tr.progress if a.stage == "camera"]
+    assert {a.video_id for a, _ in cam_progress} == {"v0", "v1"}
+    assert all(ev.video_id == a.video_id and ev.stage == a.stage and ev.total == 12 and 0 < ev.done <= 12
+               for a, ev in tr.progress)
+    for a in {a for a, _ in cam_progress}:
+        dones = [ev.done for b, ev in cam_progress if b is a]
+        assert dones == sorted(dones)
     _assert_nothing_left(ray_cluster, tr.token)
 
 

@@ -152,7 +152,7 @@ class WorkerActor:
         self.nvml_index: int | None = None
         self._lock = threading.Lock()
         self._seq = 0
-        self._progress: tuple[int, int] | None = None
+        self._progress: tuple[str, int, int] | None = None  # (task key, done, total)
 
     def ping(self) -> bool:
         return True
@@ -211,11 +211,12 @@ class WorkerActor:
         w = self.worker
         if w is None or not w.alive():
             return {"ok": False, "kind": FailureKind.CRASH.value, "message": "worker is not running", "worker_alive": False}
+        key = params["out_dir"]  # unique per attempt: a poll never passes one task's progress off as another's
 
         def progress(done: int, total: int) -> None:
             with self._lock:
                 self._seq += 1
-                self._progress = (done, total)
+                self._progress = (key, done, total)
 
         try:
             result = w.call("run", params, timeout_s=timeout_s, log_path=Path(params["log_path"]), on_progress=progress)
@@ -540,9 +541,10 @@ class RayTransport:
                     poll = None
                     if p is not None:
                         last_answer = now
-                        if p["seq"] > seen and p["progress"]:
+                        prog = p["progress"]
+                        if p["seq"] > seen and prog and prog[0] == params["out_dir"]:
                             seen = p["seq"]
-                            post(TaskProgress(wid, action.video_id, action.stage, *p["progress"]))
+                            post(TaskProgress(wid, action.video_id, action.stage, prog[1], prog[2]))
                         if p["gpu_mb"] is not None:
                             self._gpu_mb[wid] = p["gpu_mb"]
                 if now - last_answer > self.unresponsive_s:
