@@ -14,6 +14,14 @@ fixed deterministically: the median depth of the sparse points seen in frame 0 i
 ``metric_scale`` False), or ``builtin.metric_scale_m`` metres when the user states it (then
 ``metric_scale`` True: the user vouches for it). In a degenerate video depth is all invalid and
 the reason is in ``quality["degenerate"]``.
+
+``quality`` (JSON): ``degenerate`` (None, "pure_rotation", "static", "low_texture"),
+``focal_source`` ("config", "fov_prior", "self_calibrated", "fallback_prior"), ``focal_px``,
+``focal_rel_std`` (marginal std of a self-calibrated focal), ``self_calibration_rejected``,
+``reproj_px`` (robust RMS of the final keyframe BA), ``keyframes``, ``registered_fraction``
+(frames with a measured pose; the rest are interpolated and get no depth), ``tracks_per_frame``,
+``motion_px``, ``parallax_px`` (the degeneracy evidence), ``depth_valid_fraction``, ``scale``
+(how the scale was fixed, None without parallax) and ``timings_s``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from y2r.config import CameraConfig
 from y2r.errors import InputError
 from y2r.geometry import focal_from_fov, invert_se3
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources
-from y2r.stages.camera.degeneracy import DegeneracyOptions, classify, motion_evidence
+from y2r.stages.camera.degeneracy import DegeneracyOptions, MotionEvidence, classify, motion_evidence
 from y2r.stages.camera.depth import DepthOptions, plane_sweep_video
 from y2r.stages.camera.features import FeatureTracker, TrackerOptions, TrackSet, to_grey
 from y2r.stages.camera.intrinsics import K_from_config, K_from_focal, K_from_fov
@@ -117,6 +125,48 @@ def _depth_ranges(world_T_cam: np.ndarray, X: np.ndarray, point_ids: np.ndarray,
     return ranges
 
 
+def _solve_poses(tracks: TrackSet, K: np.ndarray | None, K_fallback: np.ndarray, W: int, H: int,
+                 kfs: np.ndarray, ev: MotionEvidence, degenerate: str | None, popt: PoseOptions, quality: dict,
+                 focal_source: str) -> tuple[Reconstruction | None, str]:
+    """The best pose estimate this video allows, and where its focal came from.
+
+    ``K`` is None when the focal must be self-calibrated. With parallax: keyframe SfM (focal from
+    ``sfm_focal_search`` then bundle adjustment, replaced by the fallback field of view when the
+    video does not pin it down). Pure rotation, or SfM that could not start: the rotation-only
+    model (its focal self-calibrated only for a true pure rotation). Static, or nothing to track:
+    None (the caller keeps the camera still).
+    """
+    rec: Reconstruction | None = None
+    if degenerate is None:
+        if K is None:
+            found = sfm_focal_search(tracks, kfs, W, H, popt, f_min=0.18 * W, f_max=2.8 * W)
+            f0 = found[0] if found is not None else float(K_fallback[0, 0])
+            quality["initial_focal_px"] = f0
+            rec = incremental_sfm(tracks, K_from_focal(f0, W, H), popt, optimize_focal=True, keyframes=kfs)
+            if rec is not None and (rec.focal_rel_std is None or rec.focal_rel_std > MAX_FOCAL_REL_STD):
+                quality["self_calibration_rejected"] = {"focal_px": rec.focal, "focal_rel_std": rec.focal_rel_std}
+                focal_source = "fallback_prior"
+                rec = incremental_sfm(tracks, K_fallback, popt, optimize_focal=False, keyframes=kfs)
+        else:
+            rec = incremental_sfm(tracks, K, popt, optimize_focal=False, keyframes=kfs)
+        if rec is None:
+            # Parallax was measured but no pair initialised: keep rotation-only poses, no depth.
+            quality["reconstruction"] = "rotation_only_fallback"
+    if rec is None and degenerate != "static" and ev.tracks_per_frame >= 8 and len(kfs) >= 2:
+        calibrate = K is None and degenerate == "pure_rotation"
+        K_rot = K if K is not None else K_from_focal(ev.rotation_focal or K_fallback[0, 0], W, H)
+        if K is None and not calibrate:
+            K_rot, focal_source = K_fallback, "fallback_prior"
+        rec = rotation_only_poses(tracks, K_rot, popt, optimize_focal=calibrate, keyframes=kfs)
+        if calibrate and (rec.focal_rel_std is None or rec.focal_rel_std > MAX_FOCAL_REL_STD):
+            quality["self_calibration_rejected"] = {"focal_px": rec.focal, "focal_rel_std": rec.focal_rel_std}
+            focal_source = "fallback_prior"
+            rec = rotation_only_poses(tracks, K_fallback, popt, optimize_focal=False, keyframes=kfs)
+    if rec is None and K is None:
+        focal_source = "fallback_prior"
+    return rec, focal_source
+
+
 def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
                 progress: Callable[[int, int], None] | None = None) -> CameraArtifact:
     """Everything the camera stage computes, for RGB frames (T,H,W,3) uint8 described by ``meta``."""
@@ -166,35 +216,9 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
 
     # 4. poses
     t0 = time.perf_counter()
-    rec: Reconstruction | None = None
-    if degenerate is None:
-        if K_sq is None:
-            found = sfm_focal_search(tracks_sq, kfs, W, H, popt, f_min=0.18 * W, f_max=2.8 * W)
-            f0 = found[0] if found is not None else float(K_fallback[0, 0])
-            quality["initial_focal_px"] = f0
-            rec = incremental_sfm(tracks_sq, K_from_focal(f0, W, H), popt, optimize_focal=True, keyframes=kfs)
-            if rec is not None and (rec.focal_rel_std is None or rec.focal_rel_std > MAX_FOCAL_REL_STD):
-                quality["self_calibration_rejected"] = {"focal_px": rec.focal, "focal_rel_std": rec.focal_rel_std}
-                focal_source = "fallback_prior"
-                rec = incremental_sfm(tracks_sq, K_fallback, popt, optimize_focal=False, keyframes=kfs)
-        else:
-            rec = incremental_sfm(tracks_sq, K_sq, popt, optimize_focal=False, keyframes=kfs)
-        if rec is None:
-            # Parallax was measured but no pair initialised: keep rotation-only poses, no depth.
-            quality["reconstruction"] = "rotation_only_fallback"
-    if rec is None and degenerate != "static" and ev.tracks_per_frame >= 8 and len(kfs) >= 2:
-        calibrate = K_sq is None and degenerate == "pure_rotation"
-        K_rot = K_sq if K_sq is not None else K_from_focal(ev.rotation_focal or K_fallback[0, 0], W, H)
-        if K_sq is None and not calibrate:
-            K_rot, focal_source = K_fallback, "fallback_prior"
-        rec = rotation_only_poses(tracks_sq, K_rot, popt, optimize_focal=calibrate, keyframes=kfs)
-        if calibrate and (rec.focal_rel_std is None or rec.focal_rel_std > MAX_FOCAL_REL_STD):
-            quality["self_calibration_rejected"] = {"focal_px": rec.focal, "focal_rel_std": rec.focal_rel_std}
-            focal_source = "fallback_prior"
-            rec = rotation_only_poses(tracks_sq, K_fallback, popt, optimize_focal=False, keyframes=kfs)
+    rec, focal_source = _solve_poses(tracks_sq, K_sq, K_fallback, W, H, kfs, ev, degenerate, popt, quality,
+                                     focal_source)
     if rec is None:  # static, or nothing to track: the camera is taken to stand still
-        if K_sq is None:
-            focal_source = "fallback_prior"
         world_T_cam = np.tile(np.eye(4), (T, 1, 1))
         focal = float(K_sq[0, 0]) if K_sq is not None else float(K_fallback[0, 0])
         X, point_ids = np.zeros((0, 3)), np.zeros(0, int)
@@ -240,8 +264,9 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
         "degenerate": degenerate,
         "focal_source": focal_source,
         "focal_px": float(K_out[0, 0]),
-        "scale": f"median depth of frame 0 = {opts.metric_scale_m:g} m (builtin.metric_scale_m)" if metric
-        else "median depth of frame 0 = 1 (arbitrary unit)",
+        "scale": (f"median depth of frame 0 = {opts.metric_scale_m:g} m (builtin.metric_scale_m)" if metric
+                  else "median depth of frame 0 = 1 (arbitrary unit)" if has_scale
+                  else None),  # no parallax: nothing has a scale
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     })
     return CameraArtifact(

@@ -26,8 +26,6 @@ from y2r.stages.camera.features import TrackSet
 from y2r.stages.camera.intrinsics import K_from_focal
 from y2r.stages.camera.poses import KeyframePair, rotation_focal_search, rotation_residuals
 
-DEGENERATE_CASES = ("pure_rotation", "static", "low_texture")
-
 
 @dataclass
 class DegeneracyOptions:

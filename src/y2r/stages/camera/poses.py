@@ -5,21 +5,24 @@ offline video pass needs:
 
 1. keyframes: a new one whenever the median track motion since the last keyframe exceeds
    ``keyframe_parallax_px`` or too few tracks survive;
-2. initialisation: the first keyframe pair with enough triangulation angle, through the essential
-   matrix (5-point RANSAC) and its cheirality-checked decomposition;
+2. initialisation: the first keyframe pair whose static majority shows parallax (after removing
+   the best rotation) and enough triangulation angle, through the essential matrix (5-point
+   RANSAC) and its cheirality-checked decomposition;
 3. incremental registration of the remaining keyframes (outwards from the initial pair) by
    PnP-RANSAC on already triangulated tracks, triangulating new tracks as the baseline allows;
-   local bundle adjustment every few keyframes, global BA (with the focal when self-calibrating)
-   on a geometric schedule and at the end;
+   local bundle adjustment every few keyframes and global BA on a geometric schedule, then a
+   final global BA, the only one that frees the focal when self-calibrating;
 4. every other frame: a robust motion-only PnP against the final points, started from the
    interpolation of its neighbouring keyframes.
 
-Tracks whose reprojection stays inconsistent after BA (independently moving objects, tracks that
-slid along an occluding edge) are blacklisted and never triangulated again.
+Tracks whose reprojection is inconsistent after BA (independently moving objects, tracks that slid
+along an occluding edge) are blacklisted and never triangulated again (``outlier_points``).
 
+Self-calibration starts from ``sfm_focal_search`` (a 1-D search scored by quick reconstructions).
 The rotation-only model (``rotation_only_poses``) is the same machinery with translations pinned at
-zero and points as directions: it is what a purely rotating or static camera gets, and its fit
-quality is the evidence for that degeneracy (see degeneracy.py).
+zero and points as directions: it is what a purely rotating camera gets; ``rotation_focal_search``
+and ``rotation_residuals`` measure how well a rotation explains the tracks, the evidence for that
+degeneracy (see degeneracy.py).
 
 Poses are returned as ``cam_T_world`` in the reconstruction's own world frame and scale; the
 backend re-anchors them on frame 0 and normalises the scale.
