@@ -36,12 +36,12 @@ def test_tracks_follow_a_known_subpixel_translation(room_orbit):
     assert all(np.all(np.diff(i) > 0) for i in tracks.ids)
 
 
-def test_flat_noise_gives_no_corners():
+def test_nothing_is_tracked_on_flat_noise():
     rng = np.random.default_rng(0)
-    flat = np.clip(128 + rng.normal(0, 2.0, (3, 120, 160, 3)), 0, 255).astype(np.uint8)
+    flat = np.clip(128 + rng.normal(0, 2.0, (4, 120, 160, 3)), 0, 255).astype(np.uint8)
     tracks = track_frames(flat)
-    assert tracks.counts().max() == 0
-    assert tracks.corners_detected[0] == 0
+    assert tracks.corners_detected[0] < 20  # the absolute corner floor rejects (almost) all noise
+    assert tracks.tracked_counts().max() == 0  # and whatever passes does not survive a frame
 
 
 def test_replenishes_when_tracks_are_lost(room_orbit):

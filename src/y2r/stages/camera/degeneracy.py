@@ -48,7 +48,7 @@ PARALLAX_QUANTILE = 35
 
 @dataclass
 class MotionEvidence:
-    tracks_per_frame: float  # median
+    tracks_per_frame: float  # median number of tracks followed from one frame to the next
     motion_px: float  # largest median displacement over wide keyframe pairs
     parallax_px: float  # largest rotation-compensated residual quantile over wide pairs
     rotation_focal: float | None  # focal that best fits the rotation model (searched when unknown)
@@ -69,7 +69,7 @@ def motion_evidence(tracks: TrackSet, pairs: list[KeyframePair], width: int, hei
     fields of view of about 20-140 degrees), so a rotating camera is not mistaken for a translating
     one merely because the focal guess was wrong.
     """
-    counts = tracks.counts()
+    counts = tracks.tracked_counts()
     tpf = float(np.median(counts)) if len(counts) else 0.0
     if not pairs:
         return MotionEvidence(tpf, 0.0, 0.0, focal, 0)
