@@ -18,7 +18,7 @@ refined by a parabola (sub-plane precision).
 Validity, in order: enough texture; a minimum inside the sweep (not at its ends); a true ZNCC of
 the chosen depth above ``min_correlation`` (computed once per frame at the winner); agreement of
 the depth with the neighbours' own depth maps (multi-view consistency: catches occlusions, moving
-objects and mismatches). Depth is computed at ``scale`` times the stored resolution and upsampled
+objects and mismatches); no tiny isolated patches (speckles). Depth is computed at ``scale`` times the stored resolution and upsampled
 without blending invalid pixels into valid ones.
 
 Neighbours are chosen per reference so that the depth range spans about ``target_disparity_px``
@@ -42,7 +42,10 @@ class DepthOptions:
     planes: int = 64  # at most (see plane_step_px)
     min_planes: int = 16
     scale: float = 0.5
-    window: int = 9  # matching window, pixels at depth resolution (odd)
+    # Matching window, pixels at depth resolution (odd). Box filters cost the same for any size;
+    # on the synthetic suite 7 -> 11 raised valid coverage by 3-8 points at equal AbsRel (textureless
+    # tile interiors get matched), at the price of softer depth edges (fronto-parallel windows).
+    window: int = 11
     max_frame_gap: int = 10  # neighbours are searched within this many frames
     # Neighbours are chosen so that the depth range spans about this much image motion (pixels at
     # depth resolution): more gives finer depth but more appearance change and occlusion.
@@ -58,6 +61,8 @@ class DepthOptions:
     # Relative depth agreement with a neighbour's depth map for the multi-view consistency check.
     consistency: float = 0.05
     min_consistent: int = 1  # neighbours that must agree
+    # Connected patches of valid depth smaller than this fraction of the image are dropped.
+    max_speckle_fraction: float = 0.001
 
 
 @dataclass
@@ -257,6 +262,19 @@ def consistency_mask(depth: np.ndarray, valid: np.ndarray, Ks: np.ndarray, cam_T
     return out
 
 
+def remove_speckles(depth: np.ndarray, valid: np.ndarray, step: float, max_size: int) -> np.ndarray:
+    """Drop small connected patches of valid depth (isolated mismatches that passed the checks).
+
+    Patches are grown over neighbours whose inverse depth differs by less than two plane steps
+    (``step`` is the plane spacing in inverse depth); those under ``max_size`` pixels go.
+    """
+    q = np.full(depth.shape, -1, np.int16)
+    # Quarter-step units, clipped to int16: fine enough for "same surface", coarse enough to fit.
+    q[valid] = np.clip(np.rint(1.0 / depth[valid] / step * 4.0), 0, 32000).astype(np.int16)
+    cv2.filterSpeckles(q, -1, max_size, 8)
+    return valid & (q >= 0)
+
+
 def upsample(depth: np.ndarray, valid: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Upsample depth without inventing values across invalid pixels or depth edges.
 
@@ -301,6 +319,7 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
     valid = np.zeros((T, h, w), bool)
     neighbours: list[list[int]] = [[] for _ in range(T)]
     planes_used: list[int] = []
+    steps = np.zeros(T)
     for t in range(T):
         for i in [i for i in prepared if i < t - opt.max_frame_gap]:
             del prepared[i]
@@ -325,9 +344,13 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
                 ok &= zncc_at(ref, neigh, Ks, rel, inv_d, opt.window) >= opt.min_correlation
                 depth[t] = np.where(ok, 1.0 / np.where(ok, inv_d, 1.0), np.nan)
                 valid[t] = ok
+                steps[t] = rho[1] - rho[0]
         if progress is not None:
             progress(t + 1, T)
     valid = consistency_mask(depth, valid, Ks, cam_T_world, neighbours, opt.consistency, opt.min_consistent)
+    max_speckle = round(opt.max_speckle_fraction * h * w)
+    for t in np.flatnonzero(steps > 0):
+        valid[t] = remove_speckles(depth[t], valid[t], steps[t], max_speckle)
     depth[~valid] = np.nan
     if (w, h) != (W, H):
         depth_full = np.empty((T, H, W), np.float32)
