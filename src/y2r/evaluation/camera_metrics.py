@@ -37,8 +37,12 @@ def ate(est_world_T_cam: np.ndarray, gt_world_T_cam: np.ndarray, with_scale: boo
     err = np.linalg.norm(aligned - gt, axis=1)
     rmse = float(np.sqrt(np.mean(err**2)))
     length = path_length(gt_world_T_cam)
-    return {"ate_rmse": rmse, "ate_pct_path": 100.0 * rmse / length if length > 0 else float("nan"),
-            "path_length": length, "sim3_scale": float(s)}
+    return {
+        "ate_rmse": rmse,
+        "ate_pct_path": 100.0 * rmse / length if length > 0 else float("nan"),
+        "path_length": length,
+        "sim3_scale": float(s),
+    }
 
 
 def relative_rotation_error(est_world_T_cam: np.ndarray, gt_world_T_cam: np.ndarray, delta: int = 1) -> float:
@@ -59,8 +63,13 @@ def focal_error_pct(K_est: np.ndarray, K_gt: np.ndarray) -> float:
     return float(50.0 * (abs(Ke[0, 0] - Kg[0, 0]) / Kg[0, 0] + abs(Ke[1, 1] - Kg[1, 1]) / Kg[1, 1]))
 
 
-def depth_metrics(depth: np.ndarray, valid: np.ndarray, gt_depth: np.ndarray, gt_valid: np.ndarray | None = None,
-                  metric: bool = False) -> dict:
+def depth_metrics(
+    depth: np.ndarray,
+    valid: np.ndarray,
+    gt_depth: np.ndarray,
+    gt_valid: np.ndarray | None = None,
+    metric: bool = False,
+) -> dict:
     """AbsRel, delta<1.25 and coverage over a clip (arrays (T,H,W) or (H,W))."""
     depth = np.asarray(depth, np.float64)
     gt = np.asarray(gt_depth, np.float64)
@@ -74,17 +83,30 @@ def depth_metrics(depth: np.ndarray, valid: np.ndarray, gt_depth: np.ndarray, gt
     scale = 1.0 if metric else float(np.median(g / d))
     d = d * scale
     ratio = np.maximum(d / g, g / d)
-    return {"abs_rel": float(np.mean(np.abs(d - g) / g)), "delta1": float(np.mean(ratio < 1.25)),
-            "coverage": coverage, "scale": scale}
+    return {
+        "abs_rel": float(np.mean(np.abs(d - g) / g)),
+        "delta1": float(np.mean(ratio < 1.25)),
+        "coverage": coverage,
+        "scale": scale,
+    }
 
 
-def camera_report(est_K: np.ndarray, est_world_T_cam: np.ndarray, est_depth: np.ndarray | None,
-                  est_valid: np.ndarray | None, gt_K: np.ndarray, gt_world_T_cam: np.ndarray,
-                  gt_depth: np.ndarray | None = None, metric: bool = False) -> dict:
+def camera_report(
+    est_K: np.ndarray,
+    est_world_T_cam: np.ndarray,
+    est_depth: np.ndarray | None,
+    est_valid: np.ndarray | None,
+    gt_K: np.ndarray,
+    gt_world_T_cam: np.ndarray,
+    gt_depth: np.ndarray | None = None,
+    metric: bool = False,
+) -> dict:
     """All camera metrics in one dict (depth keys only when both depths are given)."""
     out = ate(est_world_T_cam, gt_world_T_cam)
     out["rot_err_deg_per_frame"] = relative_rotation_error(est_world_T_cam, gt_world_T_cam)
     out["focal_err_pct"] = focal_error_pct(est_K, gt_K)
     if est_depth is not None and gt_depth is not None and est_valid is not None:
-        out.update({f"depth_{k}": v for k, v in depth_metrics(est_depth, est_valid, gt_depth, metric=metric).items()})
+        out.update(
+            {f"depth_{k}": v for k, v in depth_metrics(est_depth, est_valid, gt_depth, metric=metric).items()}
+        )
     return out

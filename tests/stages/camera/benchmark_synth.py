@@ -34,7 +34,9 @@ def _clip(scene: str, args) -> dict:
     path = Path(args.cache) / f"{scene}_{args.width}x{args.height}_{args.frames}_fov{args.fov:g}.npz"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        c = render(scene, width=args.width, height=args.height, num_frames=args.frames, seed=0, fov_deg=args.fov)
+        c = render(
+            scene, width=args.width, height=args.height, num_frames=args.frames, seed=0, fov_deg=args.fov
+        )
         np.savez(path, rgb=c.rgb, depth=c.depth, K=c.K, c2w=c.c2w)
     z = np.load(path)
     return {k: z[k] for k in z.files}
@@ -53,18 +55,44 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
 
-    cols = ["scene", "degenerate", "focal", "ATE %path", "rot deg/fr", "focal err %", "AbsRel", "d<1.25",
-            "valid", "fps (1 core)"]
+    cols = [
+        "scene",
+        "degenerate",
+        "focal",
+        "ATE %path",
+        "rot deg/fr",
+        "focal err %",
+        "AbsRel",
+        "d<1.25",
+        "valid",
+        "fps (1 core)",
+    ]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for scene in args.scenes:
         z = _clip(scene, args)
         T, H, W = z["rgb"].shape[:3]
-        meta = VideoMeta(scene, f"{scene}.mp4", "0" * 64, 30.0, W, H, T, "raw", 30.0, W, H, T,
-                         (0.0, 0.0, float(W), float(H)))
+        meta = VideoMeta(
+            scene,
+            f"{scene}.mp4",
+            "0" * 64,
+            30.0,
+            W,
+            H,
+            T,
+            "raw",
+            30.0,
+            W,
+            H,
+            T,
+            (0.0, 0.0, float(W), float(H)),
+        )
         K = z["K"]
-        cfg = CameraConfig(intrinsics=Intrinsics(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2])) if args.known_k \
+        cfg = (
+            CameraConfig(intrinsics=Intrinsics(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2]))
+            if args.known_k
             else CameraConfig()
+        )
         best = np.inf
         for _ in range(args.repeats):
             c0 = time.process_time()
@@ -79,10 +107,18 @@ def main() -> None:
         def fmt(v, spec, ok=True):
             return format(v, spec) if ok and np.isfinite(v) else "-"
 
-        row = [scene, str(q["degenerate"]), q["focal_source"], fmt(r["ate_pct_path"], ".3f", moving),
-               fmt(r["rot_err_deg_per_frame"], ".4f"), fmt(r["focal_err_pct"], ".2f"),
-               fmt(r.get("depth_abs_rel", np.nan), ".4f", has_depth), fmt(r.get("depth_delta1", np.nan), ".4f", has_depth),
-               fmt(r.get("depth_coverage", np.nan), ".3f"), f"{T / best:.1f}"]
+        row = [
+            scene,
+            str(q["degenerate"]),
+            q["focal_source"],
+            fmt(r["ate_pct_path"], ".3f", moving),
+            fmt(r["rot_err_deg_per_frame"], ".4f"),
+            fmt(r["focal_err_pct"], ".2f"),
+            fmt(r.get("depth_abs_rel", np.nan), ".4f", has_depth),
+            fmt(r.get("depth_delta1", np.nan), ".4f", has_depth),
+            fmt(r.get("depth_coverage", np.nan), ".3f"),
+            f"{T / best:.1f}",
+        ]
         print("| " + " | ".join(row) + " |", flush=True)
 
 

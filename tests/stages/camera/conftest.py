@@ -14,13 +14,29 @@ from y2r.artifacts import VideoMeta
 from y2r.geometry import axis_angle_to_matrix, make_se3
 
 
-def meta_for(frames: np.ndarray, name: str = "clip", source_wh: tuple[int, int] | None = None,
-             crop: tuple[float, float, float, float] | None = None) -> VideoMeta:
+def meta_for(
+    frames: np.ndarray,
+    name: str = "clip",
+    source_wh: tuple[int, int] | None = None,
+    crop: tuple[float, float, float, float] | None = None,
+) -> VideoMeta:
     T, H, W = frames.shape[:3]
     sw, sh = source_wh or (W, H)
-    return VideoMeta(video_id=name, source_path=f"/videos/{name}.mp4", source_sha256="0" * 64, source_fps=30.0,
-                     source_width=sw, source_height=sh, source_num_frames=T, codec="h264", fps=30.0,
-                     width=W, height=H, num_frames=T, crop=crop or (0.0, 0.0, float(sw), float(sh)))
+    return VideoMeta(
+        video_id=name,
+        source_path=f"/videos/{name}.mp4",
+        source_sha256="0" * 64,
+        source_fps=30.0,
+        source_width=sw,
+        source_height=sh,
+        source_num_frames=T,
+        codec="h264",
+        fps=30.0,
+        width=W,
+        height=H,
+        num_frames=T,
+        crop=crop or (0.0, 0.0, float(sw), float(sh)),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +45,9 @@ def room_orbit(shared) -> dict:
     return {k: z[k] for k in ("rgb", "depth", "K", "c2w", "moving_mask")}
 
 
-def rotation_clip(rgb0: np.ndarray, K: np.ndarray, T: int = 16, yaw_deg: float = 12.0,
-                  pitch_deg: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+def rotation_clip(
+    rgb0: np.ndarray, K: np.ndarray, T: int = 16, yaw_deg: float = 12.0, pitch_deg: float = 4.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Frames of a camera turning about its centre, and their world_T_cam (translation zero)."""
     H, W = rgb0.shape[:2]
     s = np.linspace(0.0, 1.0, T)
@@ -40,8 +57,11 @@ def rotation_clip(rgb0: np.ndarray, K: np.ndarray, T: int = 16, yaw_deg: float =
     for R in R_wc:
         # pixel x_t in camera t sees world direction R K^-1 x_t, i.e. pixel K R K^-1 x_t of frame 0
         Hm = K @ R @ np.linalg.inv(K)
-        frames.append(cv2.warpPerspective(rgb0, Hm, (W, H), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                                          borderMode=cv2.BORDER_CONSTANT))
+        frames.append(
+            cv2.warpPerspective(
+                rgb0, Hm, (W, H), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT
+            )
+        )
     return np.stack(frames), make_se3(R_wc, np.zeros((T, 3)))
 
 

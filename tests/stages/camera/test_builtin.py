@@ -22,8 +22,15 @@ def orbit_result(room_orbit) -> CameraArtifact:
 
 def test_self_calibrated_reconstruction_meets_the_accuracy_targets(orbit_result, room_orbit):
     art = orbit_result
-    r = camera_report(art.K, art.world_T_cam, art.depth, art.depth_valid, room_orbit["K"], room_orbit["c2w"],
-                      room_orbit["depth"])
+    r = camera_report(
+        art.K,
+        art.world_T_cam,
+        art.depth,
+        art.depth_valid,
+        room_orbit["K"],
+        room_orbit["c2w"],
+        room_orbit["depth"],
+    )
     # Measured on this clip: ATE 0.1% of the path, 0.01 deg/frame, focal 1%, AbsRel 0.014, 75% valid.
     assert r["ate_pct_path"] < 2.0
     assert r["rot_err_deg_per_frame"] < 0.3
@@ -55,8 +62,10 @@ def test_given_intrinsics_in_source_pixels_and_metric_scale(room_orbit):
     Ks = K.copy()
     Ks[:2, :2] *= 2.0
     Ks[:2, 2] = (K[:2, 2] + 0.5) * 2.0 - 0.5
-    cfg = CameraConfig(intrinsics=Intrinsics(fx=Ks[0, 0], fy=Ks[1, 1], cx=Ks[0, 2], cy=Ks[1, 2]),
-                       builtin={"metric_scale_m": 2.5, "depth": "none"})
+    cfg = CameraConfig(
+        intrinsics=Intrinsics(fx=Ks[0, 0], fy=Ks[1, 1], cx=Ks[0, 2], cy=Ks[1, 2]),
+        builtin={"metric_scale_m": 2.5, "depth": "none"},
+    )
     art = reconstruct(rgb, meta_for(rgb, source_wh=(640, 480)), cfg)
     assert np.allclose(art.K[0], K, atol=1e-4)
     assert art.quality["focal_source"] == "config"
@@ -104,12 +113,20 @@ def test_backend_runs_as_a_job(room_orbit, tmp_path):
     meta = meta_for(rgb, name="orbit12")
     ingest_dir = tmp_path / "ingest"
     ingest_dir.mkdir()
-    IngestArtifact(frames=rgb, frame_index=np.arange(12, dtype=np.int32), timestamp=np.arange(12) / 30.0,
-                   meta=meta).save(ingest_dir)
+    IngestArtifact(
+        frames=rgb, frame_index=np.arange(12, dtype=np.int32), timestamp=np.arange(12) / 30.0, meta=meta
+    ).save(ingest_dir)
     calls = []
-    job = Job(video_id="orbit12", stage="camera", meta=meta, source_path=tmp_path / "orbit12.mp4",
-              inputs={"ingest": ingest_dir}, out_dir=tmp_path / "out", log_path=tmp_path / "log.txt",
-              progress=lambda done, total: calls.append((done, total)))
+    job = Job(
+        video_id="orbit12",
+        stage="camera",
+        meta=meta,
+        source_path=tmp_path / "orbit12.mp4",
+        inputs={"ingest": ingest_dir},
+        out_dir=tmp_path / "out",
+        log_path=tmp_path / "log.txt",
+        progress=lambda done, total: calls.append((done, total)),
+    )
     cls = backend_class("camera", "builtin")
     backend = cls(Config(), WorkerContext())
     art = backend.process(job)

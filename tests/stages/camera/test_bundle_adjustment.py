@@ -36,8 +36,19 @@ def test_recovers_cameras_points_and_focal_despite_outliers():
     R0[0], t0[0] = R[0], t[0]
     fixed = np.zeros(len(R), bool)
     fixed[0] = True
-    res = bundle_adjust(R0, t0, X + rng.normal(0, 0.05, X.shape), 1.1 * f, pp, ci, pi, uv, fixed_cams=fixed,
-                        optimize_focal=True, huber_px=1.0)
+    res = bundle_adjust(
+        R0,
+        t0,
+        X + rng.normal(0, 0.05, X.shape),
+        1.1 * f,
+        pp,
+        ci,
+        pi,
+        uv,
+        fixed_cams=fixed,
+        optimize_focal=True,
+        huber_px=1.0,
+    )
     assert res.converged
     # The gauge leaves one global scale free: compare camera centres after fixing it.
     c = _centres(res.R, res.t)
@@ -79,9 +90,22 @@ def test_rotation_only_mode_recovers_rotations_and_focal():
     R0[0] = R[0]
     fixed = np.zeros(C, bool)
     fixed[0] = True
-    res = bundle_adjust(R0, np.zeros((C, 3)), dirs * 3.0, 0.9 * f, pp, ci, pi, uv, fixed_cams=fixed,
-                        optimize_focal=True, rotation_only=True)
+    res = bundle_adjust(
+        R0,
+        np.zeros((C, 3)),
+        dirs * 3.0,
+        0.9 * f,
+        pp,
+        ci,
+        pi,
+        uv,
+        fixed_cams=fixed,
+        optimize_focal=True,
+        rotation_only=True,
+    )
     assert np.abs(res.t).max() == 0.0
-    ang = np.rad2deg(np.arccos(np.clip((np.trace(np.swapaxes(res.R, 1, 2) @ R, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    ang = np.rad2deg(
+        np.arccos(np.clip((np.trace(np.swapaxes(res.R, 1, 2) @ R, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    )
     assert ang.max() < 0.05
     assert abs(res.focal - f) / f < 0.01

@@ -50,7 +50,9 @@ def test_sfm_with_known_K_matches_ground_truth(room_orbit, orbit_tracks):
     X0 = rec.points @ rec.cam_T_world[0, :3, :3].T + rec.cam_T_world[0, :3, 3]
     uv = X0[:, :2] / X0[:, 2:] * room_orbit["K"][0, 0] + room_orbit["K"][:2, 2]
     inside = (uv[:, 0] >= 0) & (uv[:, 0] <= 319) & (uv[:, 1] >= 0) & (uv[:, 1] <= 239)
-    on_cube = room_orbit["moving_mask"][0][np.rint(uv[inside, 1]).astype(int), np.rint(uv[inside, 0]).astype(int)]
+    on_cube = room_orbit["moving_mask"][0][
+        np.rint(uv[inside, 1]).astype(int), np.rint(uv[inside, 0]).astype(int)
+    ]
     assert on_cube.mean() < 0.02
 
 
@@ -73,8 +75,13 @@ def test_rotation_only_poses_of_a_turning_camera(rotating, room_orbit):
     est = invert_se3(rec.cam_T_world)
     assert np.abs(est[:, :3, 3]).max() == 0.0
     assert relative_rotation_error(est, gt) < 0.02
-    ang = np.rad2deg(np.arccos(np.clip((np.trace(np.swapaxes(est[:, :3, :3], 1, 2) @ gt[:, :3, :3], axis1=1,
-                                                 axis2=2) - 1) / 2, -1, 1)))
+    ang = np.rad2deg(
+        np.arccos(
+            np.clip(
+                (np.trace(np.swapaxes(est[:, :3, :3], 1, 2) @ gt[:, :3, :3], axis1=1, axis2=2) - 1) / 2, -1, 1
+            )
+        )
+    )
     assert ang.max() < 0.1
 
 
@@ -118,4 +125,6 @@ def test_multiview_reprojection_is_small_for_a_good_reconstruction(room_orbit, o
     assert len(err) > 500 and np.median(err) < 0.3
     bad = rec.cam_T_world.copy()
     bad[frames[1], :3, 3] += 0.05  # a wrong pose must show
-    assert np.median(multiview_reprojection(orbit_tracks, frames, bad, room_orbit["K"])) > np.median(err) * 1.5
+    assert (
+        np.median(multiview_reprojection(orbit_tracks, frames, bad, room_orbit["K"])) > np.median(err) * 1.5
+    )

@@ -40,8 +40,10 @@ def test_unobservable_focal_falls_back_and_says_so():
     assert r["ate_pct_path"] < 2.0  # poses stay usable with the wrong focal
 
 
-@pytest.mark.parametrize("scene, case", [("rotation", "pure_rotation"), ("static_object", "static"),
-                                         ("low_texture", "low_texture")])
+@pytest.mark.parametrize(
+    "scene, case",
+    [("rotation", "pure_rotation"), ("static_object", "static"), ("low_texture", "low_texture")],
+)
 def test_degenerate_scenes_are_flagged_without_depth(scene, case):
     clip, art = _run(scene)
     assert art.quality["degenerate"] == case

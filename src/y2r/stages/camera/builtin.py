@@ -73,7 +73,9 @@ def _square_pixels(tracks: TrackSet, K: np.ndarray) -> tuple[TrackSet, np.ndarra
     return TrackSet(tracks.ids, uv, tracks.num_tracks, tracks.corners_detected), Ks
 
 
-def _anchor_and_scale(rec: Reconstruction, tracks: TrackSet, target_depth: float) -> tuple[np.ndarray, np.ndarray, float]:
+def _anchor_and_scale(
+    rec: Reconstruction, tracks: TrackSet, target_depth: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """world_T_cam with world = camera 0, and points, scaled so frame 0's median point depth = target."""
     A = rec.cam_T_world[0].copy()  # old world -> camera 0
     cam_T_world = rec.cam_T_world @ invert_se3(A)
@@ -85,9 +87,12 @@ def _anchor_and_scale(rec: Reconstruction, tracks: TrackSet, target_depth: float
         z = Xmap[tracks.ids[0], 2]
         z = z[np.isfinite(z) & (z > 0)]
         if len(z) < 10:  # frame 0 sees few points: use every point's depth in its first camera
-            z = np.concatenate([
-                (Xmap[tracks.ids[t]] @ cam_T_world[t, :3, :3].T + cam_T_world[t, :3, 3])[:, 2]
-                for t in range(len(cam_T_world))])
+            z = np.concatenate(
+                [
+                    (Xmap[tracks.ids[t]] @ cam_T_world[t, :3, :3].T + cam_T_world[t, :3, 3])[:, 2]
+                    for t in range(len(cam_T_world))
+                ]
+            )
             z = z[np.isfinite(z) & (z > 0)]
         if len(z):
             scale = target_depth / float(np.median(z))
@@ -98,7 +103,9 @@ def _anchor_and_scale(rec: Reconstruction, tracks: TrackSet, target_depth: float
     return world_T_cam, X, scale
 
 
-def _depth_ranges(world_T_cam: np.ndarray, X: np.ndarray, point_ids: np.ndarray, tracks: TrackSet) -> np.ndarray:
+def _depth_ranges(
+    world_T_cam: np.ndarray, X: np.ndarray, point_ids: np.ndarray, tracks: TrackSet
+) -> np.ndarray:
     """Per frame [near, far] from the depths of the sparse points it sees, with margins."""
     T = len(world_T_cam)
     cam_T_world = invert_se3(world_T_cam)
@@ -126,9 +133,19 @@ def _depth_ranges(world_T_cam: np.ndarray, X: np.ndarray, point_ids: np.ndarray,
     return ranges
 
 
-def _solve_poses(tracks: TrackSet, K: np.ndarray | None, K_fallback: np.ndarray, W: int, H: int,
-                 kfs: np.ndarray, ev: MotionEvidence, degenerate: str | None, popt: PoseOptions, quality: dict,
-                 focal_source: str) -> tuple[Reconstruction | None, str]:
+def _solve_poses(
+    tracks: TrackSet,
+    K: np.ndarray | None,
+    K_fallback: np.ndarray,
+    W: int,
+    H: int,
+    kfs: np.ndarray,
+    ev: MotionEvidence,
+    degenerate: str | None,
+    popt: PoseOptions,
+    quality: dict,
+    focal_source: str,
+) -> tuple[Reconstruction | None, str]:
     """The best pose estimate this video allows, and where its focal came from.
 
     ``K`` is None when the focal must be self-calibrated. With parallax: keyframe SfM (focal from
@@ -145,7 +162,10 @@ def _solve_poses(tracks: TrackSet, K: np.ndarray | None, K_fallback: np.ndarray,
             quality["initial_focal_px"] = f0
             rec = incremental_sfm(tracks, K_from_focal(f0, W, H), popt, optimize_focal=True, keyframes=kfs)
             if rec is not None and (rec.focal_rel_std is None or rec.focal_rel_std > MAX_FOCAL_REL_STD):
-                quality["self_calibration_rejected"] = {"focal_px": rec.focal, "focal_rel_std": rec.focal_rel_std}
+                quality["self_calibration_rejected"] = {
+                    "focal_px": rec.focal,
+                    "focal_rel_std": rec.focal_rel_std,
+                }
                 focal_source = "fallback_prior"
                 rec = incremental_sfm(tracks, K_fallback, popt, optimize_focal=False, keyframes=kfs)
         else:
@@ -168,8 +188,9 @@ def _solve_poses(tracks: TrackSet, K: np.ndarray | None, K_fallback: np.ndarray,
     return rec, focal_source
 
 
-def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
-                progress: Callable[[int, int], None] | None = None) -> CameraArtifact:
+def reconstruct(
+    frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig, progress: Callable[[int, int], None] | None = None
+) -> CameraArtifact:
     """Everything the camera stage computes, for RGB frames (T,H,W,3) uint8 described by ``meta``."""
     opts = cfg.builtin
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 1:
@@ -217,8 +238,9 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
 
     # 4. poses
     t0 = time.perf_counter()
-    rec, focal_source = _solve_poses(tracks_sq, K_sq, K_fallback, W, H, kfs, ev, degenerate, popt, quality,
-                                     focal_source)
+    rec, focal_source = _solve_poses(
+        tracks_sq, K_sq, K_fallback, W, H, kfs, ev, degenerate, popt, quality, focal_source
+    )
     if rec is None:  # static, or nothing to track: the camera is taken to stand still
         world_T_cam = np.tile(np.eye(4), (T, 1, 1))
         focal = float(K_sq[0, 0]) if K_sq is not None else float(K_fallback[0, 0])
@@ -227,10 +249,15 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
         target = opts.metric_scale_m if opts.metric_scale_m is not None else 1.0
         world_T_cam, X, _ = _anchor_and_scale(rec, tracks_sq, target)
         focal, point_ids = rec.focal, rec.point_ids
-        quality.update({"reproj_px": None if not np.isfinite(rec.rms_px) else float(rec.rms_px),
-                        "keyframes": len(rec.keyframes),
-                        "registered_fraction": float(rec.registered.mean()),
-                        "focal_rel_std": rec.focal_rel_std, **rec.stats})
+        quality.update(
+            {
+                "reproj_px": None if not np.isfinite(rec.rms_px) else float(rec.rms_px),
+                "keyframes": len(rec.keyframes),
+                "registered_fraction": float(rec.registered.mean()),
+                "focal_rel_std": rec.focal_rel_std,
+                **rec.stats,
+            }
+        )
     # The final K: estimated focal (square pixels) or the given K unchanged.
     if focal_source in ("config", "fov_prior"):
         K_out = K
@@ -248,8 +275,15 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
         dopt = DepthOptions(planes=opts.depth_planes, scale=opts.depth_scale)
         ranges = _depth_ranges(world_T_cam, X, point_ids, tracks_sq)
         # Frames whose pose is only interpolated (PnP failed) neither get nor lend depth.
-        res = plane_sweep_video(grey, K_out, invert_se3(world_T_cam), ranges, dopt, usable=rec.registered,
-                                progress=lambda d, n: report(T + 1 + d, total))
+        res = plane_sweep_video(
+            grey,
+            K_out,
+            invert_se3(world_T_cam),
+            ranges,
+            dopt,
+            usable=rec.registered,
+            progress=lambda d, n: report(T + 1 + d, total),
+        )
         depth, valid = res.depth, res.valid
         depth[~valid] = 0.0  # the artifact's convention: 0 where invalid (NaN inside plane_sweep)
         quality.update(res.stats)
@@ -261,15 +295,21 @@ def reconstruct(frames: np.ndarray, meta: VideoMeta, cfg: CameraConfig,
     report(total, total)
 
     metric = opts.metric_scale_m is not None and has_scale
-    quality.update({
-        "degenerate": degenerate,
-        "focal_source": focal_source,
-        "focal_px": float(K_out[0, 0]),
-        "scale": (f"median depth of frame 0 = {opts.metric_scale_m:g} m (builtin.metric_scale_m)" if metric
-                  else "median depth of frame 0 = 1 (arbitrary unit)" if has_scale
-                  else None),  # no parallax: nothing has a scale
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-    })
+    quality.update(
+        {
+            "degenerate": degenerate,
+            "focal_source": focal_source,
+            "focal_px": float(K_out[0, 0]),
+            "scale": (
+                f"median depth of frame 0 = {opts.metric_scale_m:g} m (builtin.metric_scale_m)"
+                if metric
+                else "median depth of frame 0 = 1 (arbitrary unit)"
+                if has_scale
+                else None
+            ),  # no parallax: nothing has a scale
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        }
+    )
     return CameraArtifact(
         K=np.repeat(K_out[None].astype(np.float32), T, 0),
         world_T_cam=world_T_cam.astype(np.float32),

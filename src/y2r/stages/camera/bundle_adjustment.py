@@ -102,8 +102,12 @@ class _Structure:
         self.dense = self.nf * dof * 3 * P <= 6_000_000
         e = np.arange(dof)
         if self.dense:
-            self.g_rows = np.broadcast_to((self.slot[:, None] * dof + e)[:, :, None], (len(self.slot), dof, 3))
-            self.g_cols = np.broadcast_to((3 * self.pf[:, None] + np.arange(3))[:, None, :], (len(self.slot), dof, 3))
+            self.g_rows = np.broadcast_to(
+                (self.slot[:, None] * dof + e)[:, :, None], (len(self.slot), dof, 3)
+            )
+            self.g_cols = np.broadcast_to(
+                (3 * self.pf[:, None] + np.arange(3))[:, None, :], (len(self.slot), dof, 3)
+            )
         self._pairs = None
 
     def pairs(self):
@@ -119,8 +123,11 @@ class _Structure:
             pi, pj = order[first], order[second]  # indices into m_free
             si, sj = self.slot[pi], self.slot[pj]
             e = np.arange(dof)
-            flat = ((si[:, None, None] * dof + e[None, :, None]) * (self.nf * dof)
-                    + sj[:, None, None] * dof + e[None, None, :])
+            flat = (
+                (si[:, None, None] * dof + e[None, :, None]) * (self.nf * dof)
+                + sj[:, None, None] * dof
+                + e[None, None, :]
+            )
             self._pairs = (pi, pj, flat)
         return self._pairs
 
@@ -203,7 +210,7 @@ def bundle_adjust(
         Wobs = np.matmul(JcT, wJp[mf])  # (Mf,dof,3)
         A = np.zeros((nc, nc))
         for k in range(nf):
-            A[k * dof:(k + 1) * dof, k * dof:(k + 1) * dof] = Ablk[k]
+            A[k * dof : (k + 1) * dof, k * dof : (k + 1) * dof] = Ablk[k]
         lin = {"A": A, "g_c": g_c, "V": V, "g_p": g_p, "W": Wobs, "w": w}
         if optimize_focal:
             Jf = np.stack([xn, yn], 1)  # d(u,v)/df
@@ -241,8 +248,9 @@ def bundle_adjust(
         elif nf:
             pi, pj, flat = st.pairs()
             blocks = np.matmul(Y[pi], np.swapaxes(lin["W"][pj], 1, 2))  # (pairs,dof,dof)
-            S[: nf * dof, : nf * dof] -= np.bincount(flat.reshape(-1), weights=blocks.reshape(-1),
-                                                     minlength=(nf * dof) ** 2).reshape(nf * dof, nf * dof)
+            S[: nf * dof, : nf * dof] -= np.bincount(
+                flat.reshape(-1), weights=blocks.reshape(-1), minlength=(nf * dof) ** 2
+            ).reshape(nf * dof, nf * dof)
         Vg = np.einsum("pij,pj->pi", Vinv, lin["g_p"])  # V^-1 g_p
         rhs = -lin["g_c"].copy()
         rhs[: nf * dof] += st.by_slot.sum(np.einsum("mij,mj->mi", lin["W"], Vg[pt_idx[mf]])).reshape(-1)
@@ -314,11 +322,22 @@ def bundle_adjust(
     if optimize_focal and nc:
         lin = linearize(R, focal, res, Xc, Y, norm)
         S, _, _ = reduced(lin, 0.0)
-        focal_std = _focal_marginal_std(S, lin["w"], norm, t, st.free, dof, rotation_only, fcol, 2 * M - nc - 3 * P)
+        focal_std = _focal_marginal_std(
+            S, lin["w"], norm, t, st.free, dof, rotation_only, fcol, 2 * M - nc - 3 * P
+        )
     inl = norm < 3 * huber_px
     rms = float(np.sqrt(np.mean(norm[inl] ** 2))) if inl.any() else float("inf")
-    return BundleResult(R=R, t=t, X=X, focal=float(focal), residual_px=norm, rms_px=rms,
-                        iterations=it, converged=converged, focal_std=focal_std)
+    return BundleResult(
+        R=R,
+        t=t,
+        X=X,
+        focal=float(focal),
+        residual_px=norm,
+        rms_px=rms,
+        iterations=it,
+        converged=converged,
+        focal_std=focal_std,
+    )
 
 
 def _focal_marginal_std(S, w, norm, t, free, dof, rotation_only, fcol, dof_res) -> float:

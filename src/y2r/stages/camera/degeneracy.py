@@ -55,14 +55,18 @@ class MotionEvidence:
     pairs: int
 
     def as_dict(self) -> dict:
-        return {"tracks_per_frame": float(self.tracks_per_frame), "motion_px": float(self.motion_px),
-                "parallax_px": float(self.parallax_px),
-                "rotation_focal_px": None if self.rotation_focal is None else float(self.rotation_focal),
-                "evidence_pairs": int(self.pairs)}
+        return {
+            "tracks_per_frame": float(self.tracks_per_frame),
+            "motion_px": float(self.motion_px),
+            "parallax_px": float(self.parallax_px),
+            "rotation_focal_px": None if self.rotation_focal is None else float(self.rotation_focal),
+            "evidence_pairs": int(self.pairs),
+        }
 
 
-def motion_evidence(tracks: TrackSet, pairs: list[KeyframePair], width: int, height: int,
-                    focal: float | None) -> MotionEvidence:
+def motion_evidence(
+    tracks: TrackSet, pairs: list[KeyframePair], width: int, height: int, focal: float | None
+) -> MotionEvidence:
     """Measure motion and rotation-compensated parallax on wide keyframe pairs.
 
     With an unknown focal, the rotation model gets its own best focal (searched over horizontal

@@ -18,8 +18,8 @@ refined by a parabola (sub-plane precision).
 Validity, in order: enough texture; a minimum inside the sweep (not at its ends); a true ZNCC of
 the chosen depth above ``min_correlation`` (computed once per frame at the winner); agreement of
 the depth with the neighbours' own depth maps (multi-view consistency: catches occlusions, moving
-objects and mismatches); no tiny isolated patches (speckles). Depth is computed at ``scale`` times the stored resolution and upsampled
-without blending invalid pixels into valid ones.
+objects and mismatches); no tiny isolated patches (speckles). Depth is computed at ``scale`` times
+the stored resolution and upsampled without blending invalid pixels into valid ones.
 
 Neighbours are chosen per reference so that the depth range spans about ``target_disparity_px``
 pixels of image motion: a much shorter baseline gives depth that is mostly noise, a much longer one
@@ -117,8 +117,9 @@ def _prepare(img: np.ndarray, window: int, min_texture: float) -> _Frame:
     return _Frame(img, mu, std, np.clip(np.rint(lcn), 0, OUTSIDE - 1).astype(np.uint8))
 
 
-def choose_neighbours(centres: np.ndarray, t: int, target_baseline: float, opt: DepthOptions,
-                      usable: np.ndarray) -> list[int]:
+def choose_neighbours(
+    centres: np.ndarray, t: int, target_baseline: float, opt: DepthOptions, usable: np.ndarray
+) -> list[int]:
     """One neighbour before and one after ``t``, each with the baseline closest to the target."""
     T = len(centres)
     out = []
@@ -148,8 +149,9 @@ def _plane_homographies(Ks: np.ndarray, rel: list[np.ndarray]) -> list[tuple[np.
     return [(Ks @ T[:3, :3] @ Kinv, np.outer(Ks @ T[:3, 3], Kinv[2])) for T in rel]
 
 
-def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray], rho: np.ndarray,
-          window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sweep(
+    ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray], rho: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plane sweep with streaming winner-take-all: (inverse depth, best cost, peak-is-interior).
 
     Cost of a plane and neighbour: the window sum of absolute differences between the normalised
@@ -177,10 +179,17 @@ def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray
     for i, r in enumerate(rho):
         cost.fill(0)
         for nb, (H0, H1) in zip(neigh, Hs):
-            wp = cv2.warpPerspective(nb.lcn, H0 + r * H1, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=OUTSIDE)
-            sad = cv2.boxFilter(cv2.absdiff(ref.lcn, wp), cv2.CV_16U, k, normalize=False,
-                                borderType=cv2.BORDER_REFLECT)
+            wp = cv2.warpPerspective(
+                nb.lcn,
+                H0 + r * H1,
+                (w, h),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=OUTSIDE,
+            )
+            sad = cv2.boxFilter(
+                cv2.absdiff(ref.lcn, wp), cv2.CV_16U, k, normalize=False, borderType=cv2.BORDER_REFLECT
+            )
             cv2.add(cost, cv2.min(sad, cap), dst=cost)
         better = cost < best
         np.copyto(c_prev, prev, where=better)
@@ -201,8 +210,14 @@ def sweep(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray
     return (rho[0] + (idx + offset) * step).astype(np.float32), b, interior
 
 
-def zncc_at(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarray], inv_depth: np.ndarray,
-            window: int) -> np.ndarray:
+def zncc_at(
+    ref: _Frame,
+    neigh: list[_Frame],
+    Ks: np.ndarray,
+    rel: list[np.ndarray],
+    inv_depth: np.ndarray,
+    window: int,
+) -> np.ndarray:
     """ZNCC of each reference window with the neighbours warped by each pixel's chosen depth.
 
     Mean over the neighbours that see the pixel, -1 where none does: the confidence of the depth.
@@ -215,7 +230,10 @@ def zncc_at(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarr
     rho = inv_depth.astype(np.float32)
     for nb, (H0, H1) in zip(neigh, _plane_homographies(Ks, rel)):
         H0, H1 = H0.astype(np.float32), H1.astype(np.float32)
-        p = [H0[r, 0] * u + H0[r, 1] * v + H0[r, 2] + rho * (H1[r, 0] * u + H1[r, 1] * v + H1[r, 2]) for r in range(3)]
+        p = [
+            H0[r, 0] * u + H0[r, 1] * v + H0[r, 2] + rho * (H1[r, 0] * u + H1[r, 1] * v + H1[r, 2])
+            for r in range(3)
+        ]
         with np.errstate(divide="ignore", invalid="ignore"):
             mx, my = p[0] / p[2], p[1] / p[2]
         inside = (p[2] > 0) & (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
@@ -230,8 +248,15 @@ def zncc_at(ref: _Frame, neigh: list[_Frame], Ks: np.ndarray, rel: list[np.ndarr
         return np.where(cnt > 0, acc / cnt, -1.0).astype(np.float32)
 
 
-def consistency_mask(depth: np.ndarray, valid: np.ndarray, Ks: np.ndarray, cam_T_world: np.ndarray,
-                     neighbours: list[list[int]], tol: float, need: int) -> np.ndarray:
+def consistency_mask(
+    depth: np.ndarray,
+    valid: np.ndarray,
+    Ks: np.ndarray,
+    cam_T_world: np.ndarray,
+    neighbours: list[list[int]],
+    tol: float,
+    need: int,
+) -> np.ndarray:
     """Keep pixels whose 3D point lands, in enough neighbours, on a depth that agrees within ``tol``."""
     T, h, w = depth.shape
     v, u = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -247,7 +272,9 @@ def consistency_mask(depth: np.ndarray, valid: np.ndarray, Ks: np.ndarray, cam_T
         for s in neighbours[t]:
             T_st = cam_T_world[s] @ invert_se3(cam_T_world[t])
             # Pixel in s (homogeneous): K (R d ray + t) = d (K R ray) + K t; its third row is the depth.
-            q = (r @ (Ks @ T_st[:3, :3]).T.astype(np.float32)) * d[:, None] + (Ks @ T_st[:3, 3]).astype(np.float32)
+            q = (r @ (Ks @ T_st[:3, :3]).T.astype(np.float32)) * d[:, None] + (Ks @ T_st[:3, 3]).astype(
+                np.float32
+            )
             z = q[:, 2]
             with np.errstate(divide="ignore", invalid="ignore"):
                 us = np.rint(q[:, 0] / z)
@@ -285,8 +312,9 @@ def upsample(depth: np.ndarray, valid: np.ndarray, width: int, height: int) -> t
     wsum = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     isum = cv2.resize(inv, (width, height), interpolation=cv2.INTER_LINEAR)
     near_valid = cv2.resize(valid.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-    near_depth = cv2.resize(np.where(valid, depth, 0).astype(np.float32), (width, height),
-                            interpolation=cv2.INTER_NEAREST)
+    near_depth = cv2.resize(
+        np.where(valid, depth, 0).astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST
+    )
     full = wsum > 0.999  # every contributing low-resolution pixel was valid
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.where(full, 1.0 / isum, near_depth).astype(np.float32)
@@ -294,8 +322,15 @@ def upsample(depth: np.ndarray, valid: np.ndarray, width: int, height: int) -> t
     return np.where(ok, d, np.nan).astype(np.float32), ok
 
 
-def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, depth_ranges: np.ndarray,
-                      opt: DepthOptions, usable: np.ndarray | None = None, progress=None) -> DepthResult:
+def plane_sweep_video(
+    grey: np.ndarray,
+    K: np.ndarray,
+    cam_T_world: np.ndarray,
+    depth_ranges: np.ndarray,
+    opt: DepthOptions,
+    usable: np.ndarray | None = None,
+    progress=None,
+) -> DepthResult:
     """Depth for every frame of a grey video (T,H,W) uint8 with known K and poses (cam_T_world).
 
     ``depth_ranges`` (T,2) are per-frame [near, far] bounds (from the sparse reconstruction);
@@ -333,8 +368,11 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
             neighbours[t] = nb
             if nb:
                 b_max = max(float(np.linalg.norm(centres[s] - centres[t])) for s in nb)
-                n_planes = int(np.clip(np.ceil(Ks[0, 0] * b_max * span / opt.plane_step_px) + 1,
-                                       opt.min_planes, opt.planes))
+                n_planes = int(
+                    np.clip(
+                        np.ceil(Ks[0, 0] * b_max * span / opt.plane_step_px) + 1, opt.min_planes, opt.planes
+                    )
+                )
                 planes_used.append(n_planes)
                 rho = np.linspace(1.0 / far, 1.0 / near, n_planes)
                 rel = [cam_T_world[s] @ invert_se3(cam_T_world[t]) for s in nb]
@@ -358,6 +396,12 @@ def plane_sweep_video(grey: np.ndarray, K: np.ndarray, cam_T_world: np.ndarray, 
         for t in range(T):
             depth_full[t], valid_full[t] = upsample(depth[t], valid[t], W, H)
         depth, valid = depth_full, valid_full
-    return DepthResult(depth=depth, valid=valid,
-                       stats={"depth_resolution": [w, h], "frames_with_neighbours": int(sum(bool(n) for n in neighbours)),
-                              "depth_planes_mean": float(np.mean(planes_used)) if planes_used else 0.0})
+    return DepthResult(
+        depth=depth,
+        valid=valid,
+        stats={
+            "depth_resolution": [w, h],
+            "frames_with_neighbours": int(sum(bool(n) for n in neighbours)),
+            "depth_planes_mean": float(np.mean(planes_used)) if planes_used else 0.0,
+        },
+    )

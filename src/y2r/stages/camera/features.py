@@ -71,7 +71,9 @@ class TrackSet:
         ids, ia, ib = np.intersect1d(self.ids[a], self.ids[b], assume_unique=True, return_indices=True)
         return ids, self.uv[a][ia], self.uv[b][ib]
 
-    def homography_inliers(self, a: int, b: int, thresh_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def homography_inliers(
+        self, a: int, b: int, thresh_px: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Tracks common to frames a and b, and the inliers of a RANSAC homography between them.
 
         The homography does not depend on the camera model, and several estimators (rotation
@@ -94,7 +96,9 @@ class TrackSet:
     def tracked_counts(self) -> np.ndarray:
         """Per frame from the second on, the tracks followed from the previous frame: what texture
         actually supports (fresh detections on noise or shading do not survive a frame)."""
-        return np.array([len(np.intersect1d(a, b, assume_unique=True)) for a, b in zip(self.ids[:-1], self.ids[1:])])
+        return np.array(
+            [len(np.intersect1d(a, b, assume_unique=True)) for a, b in zip(self.ids[:-1], self.ids[1:])]
+        )
 
 
 def to_grey(frame: np.ndarray) -> np.ndarray:
@@ -133,8 +137,9 @@ class FeatureTracker:
 
     def _lk(self, a: np.ndarray, b: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w = self.opt.window
-        nxt, st, _ = cv2.calcOpticalFlowPyrLK(a, b, pts, None, winSize=(w, w), maxLevel=self.opt.levels,
-                                              criteria=self._criteria)
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(
+            a, b, pts, None, winSize=(w, w), maxLevel=self.opt.levels, criteria=self._criteria
+        )
         return nxt.reshape(-1, 2), st.reshape(-1).astype(bool)
 
     def _detect(self, img: np.ndarray, existing: np.ndarray, want: int) -> tuple[np.ndarray, int]:
@@ -148,8 +153,14 @@ class FeatureTracker:
             r = round(self.opt.min_distance)
             mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         mask = cv2.bitwise_not(mask)
-        pts = cv2.goodFeaturesToTrack(img, maxCorners=want, qualityLevel=self.opt.quality_level,
-                                      minDistance=self.opt.min_distance, mask=mask, blockSize=3)
+        pts = cv2.goodFeaturesToTrack(
+            img,
+            maxCorners=want,
+            qualityLevel=self.opt.quality_level,
+            minDistance=self.opt.min_distance,
+            mask=mask,
+            blockSize=3,
+        )
         if pts is None:
             return np.zeros((0, 2), np.float32), len(existing)
         pts = pts.reshape(-1, 2)
@@ -196,8 +207,12 @@ class FeatureTracker:
         self._corners.append(corners)
 
     def result(self) -> TrackSet:
-        return TrackSet(ids=self._ids, uv=self._uv, num_tracks=self._next_id,
-                        corners_detected=np.array(self._corners, int))
+        return TrackSet(
+            ids=self._ids,
+            uv=self._uv,
+            num_tracks=self._next_id,
+            corners_detected=np.array(self._corners, int),
+        )
 
 
 def track_frames(frames: np.ndarray, options: TrackerOptions | None = None, progress=None) -> TrackSet:

@@ -111,8 +111,15 @@ def _project(K, Rt: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uv, z
 
 
-def triangulate(K: np.ndarray, T1: np.ndarray, T2: np.ndarray, uv1: np.ndarray, uv2: np.ndarray,
-                max_px: float, min_angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+def triangulate(
+    K: np.ndarray,
+    T1: np.ndarray,
+    T2: np.ndarray,
+    uv1: np.ndarray,
+    uv2: np.ndarray,
+    max_px: float,
+    min_angle_deg: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Linear two-view triangulation of pixel pairs; returns (X (N,3), ok (N,)) with the usual checks.
 
     ``T1, T2`` are cam_T_world. ok requires: in front of both cameras, reprojection under
@@ -133,17 +140,23 @@ def triangulate(K: np.ndarray, T1: np.ndarray, T2: np.ndarray, uv1: np.ndarray, 
     r1, r2 = X - c1, X - c2
     with np.errstate(divide="ignore", invalid="ignore"):
         cosang = np.sum(r1 * r2, 1) / (np.linalg.norm(r1, axis=1) * np.linalg.norm(r2, axis=1))
-    ok = (np.isfinite(X).all(1) & (z1 > 0) & (z2 > 0)
-          & (np.linalg.norm(p1 - uv1, axis=1) < max_px) & (np.linalg.norm(p2 - uv2, axis=1) < max_px)
-          & (cosang < np.cos(np.deg2rad(min_angle_deg))))
+    ok = (
+        np.isfinite(X).all(1)
+        & (z1 > 0)
+        & (z2 > 0)
+        & (np.linalg.norm(p1 - uv1, axis=1) < max_px)
+        & (np.linalg.norm(p2 - uv2, axis=1) < max_px)
+        & (cosang < np.cos(np.deg2rad(min_angle_deg)))
+    )
     return X, ok
 
 
 PNP_RANSAC_POINTS = 300
 
 
-def _pnp(K: np.ndarray, X: np.ndarray, uv: np.ndarray, guess: np.ndarray | None, ransac_px: float,
-         min_inliers: int) -> tuple[np.ndarray | None, np.ndarray]:
+def _pnp(
+    K: np.ndarray, X: np.ndarray, uv: np.ndarray, guess: np.ndarray | None, ransac_px: float, min_inliers: int
+) -> tuple[np.ndarray | None, np.ndarray]:
     """cam_T_world from 3D-2D matches: RANSAC (EPnP) then Levenberg-Marquardt on the inliers."""
     if len(X) < max(min_inliers, 6):
         return None, np.zeros(len(X), bool)
@@ -152,9 +165,16 @@ def _pnp(K: np.ndarray, X: np.ndarray, uv: np.ndarray, guess: np.ndarray | None,
     # RANSAC only needs a hypothesis: a fixed, evenly spread subset keeps its cost independent of
     # the number of tracks; the refinement below uses every inlier.
     sub = np.linspace(0, len(X) - 1, min(len(X), PNP_RANSAC_POINTS)).astype(int)
-    ok, rvec, tvec, inl = cv2.solvePnPRansac(X[sub], uv[sub], K, None, iterationsCount=100,
-                                             reprojectionError=2.0 * ransac_px, confidence=0.999,
-                                             flags=cv2.SOLVEPNP_EPNP)
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(
+        X[sub],
+        uv[sub],
+        K,
+        None,
+        iterationsCount=100,
+        reprojectionError=2.0 * ransac_px,
+        confidence=0.999,
+        flags=cv2.SOLVEPNP_EPNP,
+    )
     if not ok or inl is None or len(inl) < min(min_inliers, len(sub)):
         if guess is None:
             return None, np.zeros(len(X), bool)
@@ -217,12 +237,21 @@ class _Map:
         for j in partners:
             if not todo.any():
                 break
-            ids, ik, ij = np.intersect1d(ids_k[todo], self.tracks.ids[j], assume_unique=True, return_indices=True)
+            ids, ik, ij = np.intersect1d(
+                ids_k[todo], self.tracks.ids[j], assume_unique=True, return_indices=True
+            )
             if len(ids) == 0:
                 continue
             sel = np.flatnonzero(todo)[ik]
-            X, ok = triangulate(self.K, self.pose[k], self.pose[j], uv_k[sel], self.tracks.uv[j][ij],
-                                max_px=2.0 * self.opt.ransac_px, min_angle_deg=self.opt.triangulation_min_angle_deg)
+            X, ok = triangulate(
+                self.K,
+                self.pose[k],
+                self.pose[j],
+                uv_k[sel],
+                self.tracks.uv[j][ij],
+                max_px=2.0 * self.opt.ransac_px,
+                min_angle_deg=self.opt.triangulation_min_angle_deg,
+            )
             self.X[ids[ok]] = X[ok]
             todo[sel[ok]] = False
             added += int(ok.sum())
@@ -239,8 +268,15 @@ class _Map:
             uv.append(self.tracks.uv[k][m])
         return np.concatenate(ci), np.concatenate(ti), np.concatenate(uv)
 
-    def bundle(self, frames: list[int], fixed: set[int], optimize_focal: bool, rounds: int = 1,
-               max_iterations: int = 30, strict: bool = True) -> BundleResult | None:
+    def bundle(
+        self,
+        frames: list[int],
+        fixed: set[int],
+        optimize_focal: bool,
+        rounds: int = 1,
+        max_iterations: int = 30,
+        strict: bool = True,
+    ) -> BundleResult | None:
         """BA over keyframes ``frames`` (those in ``fixed`` held constant) and the points they see.
 
         After each round, outlier tracks (``outlier_points``) are removed for good and the BA is
@@ -256,9 +292,20 @@ class _Map:
             pts, pi = np.unique(ti, return_inverse=True)
             Ts = np.stack([self.pose[k] for k in frames])
             fixed_mask = np.array([k in fixed for k in frames])
-            res = bundle_adjust(Ts[:, :3, :3], Ts[:, :3, 3], self.X[pts], self.focal, self.K[:2, 2], ci, pi, uv,
-                                fixed_cams=fixed_mask, optimize_focal=optimize_focal, huber_px=self.opt.huber_px,
-                                max_iterations=max_iterations)
+            res = bundle_adjust(
+                Ts[:, :3, :3],
+                Ts[:, :3, 3],
+                self.X[pts],
+                self.focal,
+                self.K[:2, 2],
+                ci,
+                pi,
+                uv,
+                fixed_cams=fixed_mask,
+                optimize_focal=optimize_focal,
+                huber_px=self.opt.huber_px,
+                max_iterations=max_iterations,
+            )
             for n, k in enumerate(frames):
                 self.pose[k] = make_se3(res.R[n], res.t[n])
             self.X[pts] = res.X
@@ -272,8 +319,9 @@ class _Map:
         return res
 
 
-def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int, opt: PoseOptions,
-                   strict: bool = True) -> np.ndarray:
+def outlier_points(
+    pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int, opt: PoseOptions, strict: bool = True
+) -> np.ndarray:
     """Points whose reprojection errors are not explained by the noise level of the video.
 
     The noise sigma is estimated robustly from all residuals (for inliers the squared residual
@@ -298,7 +346,9 @@ def outlier_points(pt_of_obs: np.ndarray, residual_px: np.ndarray, n_points: int
     return (gross | (ssr > sigma2 * chi2.ppf(0.999, dof))) if strict else gross
 
 
-def rotation_compensated_parallax(K: np.ndarray, ua: np.ndarray, ub: np.ndarray, inl: np.ndarray) -> np.ndarray:
+def rotation_compensated_parallax(
+    K: np.ndarray, ua: np.ndarray, ub: np.ndarray, inl: np.ndarray
+) -> np.ndarray:
     """Per match, the image motion a pure rotation cannot explain (pixels): the parallax.
 
     The rotation is fitted to the homography inliers ``inl``, so independently moving points do
@@ -325,7 +375,7 @@ def _init_pair(tracks: TrackSet, kfs: np.ndarray, K: np.ndarray, opt: PoseOption
     min_parallax_px = 2.0 * opt.ransac_px
     for ia in range(len(kfs) - 1):
         a = kfs[ia]
-        for b in kfs[ia + 1:]:
+        for b in kfs[ia + 1 :]:
             ids, ua, ub, h_inl = tracks.homography_inliers(int(a), int(b), opt.ransac_px)
             if len(ids) < 30:
                 break  # tracks from a are gone; try a later first keyframe
@@ -350,13 +400,24 @@ def _init_pair(tracks: TrackSet, kfs: np.ndarray, K: np.ndarray, opt: PoseOption
     return None
 
 
-def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimize_focal: bool,
-                    keyframes: np.ndarray | None = None, register_all: bool = True) -> Reconstruction | None:
+def incremental_sfm(
+    tracks: TrackSet,
+    K: np.ndarray,
+    opt: PoseOptions,
+    *,
+    optimize_focal: bool,
+    keyframes: np.ndarray | None = None,
+    register_all: bool = True,
+) -> Reconstruction | None:
     """Keyframe SfM over the whole video; None when no keyframe pair has enough parallax.
 
     With ``register_all`` False only the keyframes get poses (the rest stay zero, unregistered).
     """
-    kfs = select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared) if keyframes is None else keyframes
+    kfs = (
+        select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared)
+        if keyframes is None
+        else keyframes
+    )
     init = _init_pair(tracks, kfs, K, opt)
     if init is None:
         return None
@@ -370,7 +431,7 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
 
     # Registration order: forward from b, then backward from a (keyframes between a and b too).
     ia, ib = int(np.searchsorted(kfs, a)), int(np.searchsorted(kfs, b))
-    order = [k for k in kfs[ia + 1:ib]] + [k for k in kfs[ib + 1:]] + [k for k in kfs[:ia][::-1]]
+    order = [k for k in kfs[ia + 1 : ib]] + [k for k in kfs[ib + 1 :]] + [k for k in kfs[:ia][::-1]]
     # Bundle adjustment while growing: local windows often, the whole map on a geometric
     # schedule (so its total cost stays proportional to the final one). The focal stays fixed
     # until the final adjustment: it is the most weakly constrained unknown, its valley with the
@@ -382,7 +443,9 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
         have = m.has_point(ids_k)
         # Guess: the nearest registered keyframe (PnP falls back to it when RANSAC fails).
         near = min(m.pose, key=lambda j: abs(j - k))
-        Rt, _ = _pnp(m.K, m.X[ids_k[have]], tracks.uv[k][have], m.pose[near], opt.ransac_px, opt.min_pnp_inliers)
+        Rt, _ = _pnp(
+            m.K, m.X[ids_k[have]], tracks.uv[k][have], m.pose[near], opt.ransac_px, opt.min_pnp_inliers
+        )
         if Rt is None:
             lost += 1
             continue
@@ -395,12 +458,14 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
             pos = reg.index(k)
             if len(reg) >= next_global:
                 next_global *= 2
-                m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict)
+                m.bundle(
+                    reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict
+                )
             else:
                 # The newest keyframes move; a few older ones are held fixed to anchor the gauge.
                 lo = max(0, pos - opt.local_ba_window - opt.local_ba_anchors + 1)
-                window = reg[lo: pos + 1]
-                fixed = set(reg[lo: max(lo, pos - opt.local_ba_window + 1)]) | {reg[0]}
+                window = reg[lo : pos + 1]
+                fixed = set(reg[lo : max(lo, pos - opt.local_ba_window + 1)]) | {reg[0]}
                 m.bundle(window, fixed=fixed, optimize_focal=False, max_iterations=10, strict=strict)
     reg = sorted(m.pose)
     final: BundleResult | None = None
@@ -410,8 +475,9 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
         m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict)
         for k in reg:
             m.triangulate_new(k)
-        final = m.bundle(reg, fixed={reg[0]}, optimize_focal=optimize_focal, rounds=opt.outlier_rounds,
-                         max_iterations=50)
+        final = m.bundle(
+            reg, fixed={reg[0]}, optimize_focal=optimize_focal, rounds=opt.outlier_rounds, max_iterations=50
+        )
 
     T = tracks.num_frames
     cam_T_world = np.zeros((T, 4, 4))
@@ -421,13 +487,25 @@ def incremental_sfm(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimi
         registered[k] = True
     valid_pts = m.has_point(np.arange(tracks.num_tracks))
     point_ids = np.flatnonzero(valid_pts)
-    rec = Reconstruction(cam_T_world=cam_T_world, registered=registered, keyframes=np.array(reg),
-                         points=m.X[point_ids], point_ids=point_ids, focal=m.focal,
-                         rms_px=final.rms_px if final is not None else float("nan"),
-                         focal_rel_std=(final.focal_std / final.focal) if (final is not None and optimize_focal
-                                                                           and final.focal_std is not None) else None,
-                         stats={"keyframes": len(kfs), "keyframes_registered": len(reg), "keyframes_lost": lost,
-                                "init_pair": [int(a), int(b)], "points": len(point_ids)})
+    rec = Reconstruction(
+        cam_T_world=cam_T_world,
+        registered=registered,
+        keyframes=np.array(reg),
+        points=m.X[point_ids],
+        point_ids=point_ids,
+        focal=m.focal,
+        rms_px=final.rms_px if final is not None else float("nan"),
+        focal_rel_std=(final.focal_std / final.focal)
+        if (final is not None and optimize_focal and final.focal_std is not None)
+        else None,
+        stats={
+            "keyframes": len(kfs),
+            "keyframes_registered": len(reg),
+            "keyframes_lost": lost,
+            "init_pair": [int(a), int(b)],
+            "points": len(point_ids),
+        },
+    )
     if register_all:
         register_frames(rec, tracks, m.K, opt)
     return rec
@@ -445,7 +523,9 @@ def register_frames(rec: Reconstruction, tracks: TrackSet, K: np.ndarray, opt: P
             continue
         ids = tracks.ids[t]
         have = np.isfinite(Xmap[ids, 0])
-        Rt, inl = _pnp(K, Xmap[ids[have]], tracks.uv[t][have], guess_all[t], opt.ransac_px, opt.min_pnp_inliers)
+        Rt, inl = _pnp(
+            K, Xmap[ids[have]], tracks.uv[t][have], guess_all[t], opt.ransac_px, opt.min_pnp_inliers
+        )
         if Rt is None or inl.sum() < opt.min_pnp_inliers:
             rec.cam_T_world[t] = guess_all[t]
         else:
@@ -454,8 +534,9 @@ def register_frames(rec: Reconstruction, tracks: TrackSet, K: np.ndarray, opt: P
 
 
 # ----------------------------------------------------------------------------------- focal search
-def multiview_reprojection(tracks: TrackSet, frames: list[int], cam_T_world: np.ndarray, K: np.ndarray,
-                           min_views: int = 3) -> np.ndarray:
+def multiview_reprojection(
+    tracks: TrackSet, frames: list[int], cam_T_world: np.ndarray, K: np.ndarray, min_views: int = 3
+) -> np.ndarray:
     """Reprojection errors (px) of every track seen in ``min_views`` of ``frames``, each track
     re-triangulated linearly (DLT over all its views) with the given poses.
 
@@ -491,8 +572,16 @@ def multiview_reprojection(tracks: TrackSet, frames: list[int], cam_T_world: np.
     return err
 
 
-def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int, opt: PoseOptions,
-                     f_min: float, f_max: float, max_keyframes: int = 6) -> tuple[float, dict] | None:
+def sfm_focal_search(
+    tracks: TrackSet,
+    kfs: np.ndarray,
+    width: int,
+    height: int,
+    opt: PoseOptions,
+    f_min: float,
+    f_max: float,
+    max_keyframes: int = 6,
+) -> tuple[float, dict] | None:
     """Initial focal for self-calibration: the focal whose (cheap) reconstruction explains the tracks best.
 
     Epipolar methods (Kruppa, Mendonca-Cipolla) are unreliable for video: fundamental matrices of
@@ -504,12 +593,16 @@ def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int,
     """
     if len(kfs) < 3:
         return None
-    sub = kfs if len(kfs) <= max_keyframes else kfs[np.unique(np.linspace(0, len(kfs) - 1, max_keyframes).round().astype(int))]
+    sub = (
+        kfs
+        if len(kfs) <= max_keyframes
+        else kfs[np.unique(np.linspace(0, len(kfs) - 1, max_keyframes).round().astype(int))]
+    )
     # Keep consecutive subset keyframes connected: fall back to all keyframes of a central window.
     if any(len(tracks.common(int(a), int(b))[0]) < 30 for a, b in pairwise(sub)):
         mid = len(kfs) // 2
         lo = max(0, mid - max_keyframes // 2)
-        sub = kfs[lo: lo + max_keyframes]
+        sub = kfs[lo : lo + max_keyframes]
     quick = PoseOptions(**{**opt.__dict__, "refine": False})
 
     def score(f: float) -> float:
@@ -540,8 +633,12 @@ def sfm_focal_search(tracks: TrackSet, kfs: np.ndarray, width: int, height: int,
             b = lo + g * (hi - lo)
             fb = score(np.exp(b))
     f = float(np.exp(a if fa < fb else b))
-    return f, {"initial_focal_px": f, "initial_focal_grid": {f"{g_:.0f}": (None if not np.isfinite(c) else round(c, 4))
-                                                            for g_, c in zip(grid, costs)}}
+    return f, {
+        "initial_focal_px": f,
+        "initial_focal_grid": {
+            f"{g_:.0f}": (None if not np.isfinite(c) else round(c, 4)) for g_, c in zip(grid, costs)
+        },
+    }
 
 
 # ----------------------------------------------------------------------------------- rotation only
@@ -575,8 +672,9 @@ class KeyframePair:
     h_inliers: np.ndarray  # (n,) bool: inliers of a RANSAC homography (focal-independent)
 
 
-def wide_keyframe_pairs(tracks: TrackSet, kfs: np.ndarray, thresh_px: float, max_pairs: int = 24,
-                        min_common: int = 30) -> list[KeyframePair]:
+def wide_keyframe_pairs(
+    tracks: TrackSet, kfs: np.ndarray, thresh_px: float, max_pairs: int = 24, min_common: int = 30
+) -> list[KeyframePair]:
     """For keyframes spread over the video, the pair reaching the farthest keyframe that still
     shares enough tracks: wide pairs carry the most rotation and parallax evidence."""
     starts = np.unique(np.linspace(0, len(kfs) - 2, min(max_pairs, max(len(kfs) - 1, 0))).round().astype(int))
@@ -601,8 +699,9 @@ def rotation_residuals(K: np.ndarray, pair: KeyframePair) -> np.ndarray:
     return rotation_compensated_parallax(K, pair.ua, pair.ub, pair.h_inliers)
 
 
-def rotation_focal_search(pairs: list[KeyframePair], width: int, height: int, f_min: float,
-                          f_max: float) -> tuple[float, float] | None:
+def rotation_focal_search(
+    pairs: list[KeyframePair], width: int, height: int, f_min: float, f_max: float
+) -> tuple[float, float] | None:
     """Focal of a rotating camera: the one whose best rotations explain the matches best.
 
     Returns (focal, median residual px at that focal). Under pure rotation only the right focal
@@ -625,11 +724,21 @@ def rotation_focal_search(pairs: list[KeyframePair], width: int, height: int, f_
     return float(fine[j]), float(cf[j])
 
 
-def rotation_only_poses(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, optimize_focal: bool,
-                        keyframes: np.ndarray | None = None) -> Reconstruction:
+def rotation_only_poses(
+    tracks: TrackSet,
+    K: np.ndarray,
+    opt: PoseOptions,
+    *,
+    optimize_focal: bool,
+    keyframes: np.ndarray | None = None,
+) -> Reconstruction:
     """Poses of a camera that only rotates about its centre (translations exactly zero)."""
     T = tracks.num_frames
-    kfs = select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared) if keyframes is None else keyframes
+    kfs = (
+        select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared)
+        if keyframes is None
+        else keyframes
+    )
     # Chain keyframe rotations.
     R_kf = {int(kfs[0]): np.eye(3)}
     for i in range(1, len(kfs)):
@@ -666,8 +775,20 @@ def rotation_only_poses(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, op
             Rs = np.stack([R_kf[k] for k in frames])
             fixed = np.zeros(len(frames), bool)
             fixed[0] = True
-            res = bundle_adjust(Rs, np.zeros((len(frames), 3)), X[pts], focal, Kc[:2, 2], ci, pi, uv, fixed_cams=fixed,
-                                optimize_focal=optimize_focal, rotation_only=True, huber_px=opt.huber_px)
+            res = bundle_adjust(
+                Rs,
+                np.zeros((len(frames), 3)),
+                X[pts],
+                focal,
+                Kc[:2, 2],
+                ci,
+                pi,
+                uv,
+                fixed_cams=fixed,
+                optimize_focal=optimize_focal,
+                rotation_only=True,
+                huber_px=opt.huber_px,
+            )
             for n, k in enumerate(frames):
                 R_kf[k] = res.R[n]
             X[pts] = res.X / np.linalg.norm(res.X, axis=1, keepdims=True)
@@ -702,6 +823,14 @@ def rotation_only_poses(tracks: TrackSet, K: np.ndarray, opt: PoseOptions, *, op
             registered[t] = True
         else:
             cam_T_world[t] = guess[t]
-    return Reconstruction(cam_T_world=cam_T_world, registered=registered, keyframes=kf_arr,
-                          points=np.zeros((0, 3)), point_ids=np.zeros(0, int), focal=focal, rms_px=rms,
-                          focal_rel_std=frel, stats={"keyframes": len(kfs)})
+    return Reconstruction(
+        cam_T_world=cam_T_world,
+        registered=registered,
+        keyframes=kf_arr,
+        points=np.zeros((0, 3)),
+        point_ids=np.zeros(0, int),
+        focal=focal,
+        rms_px=rms,
+        focal_rel_std=frel,
+        stats={"keyframes": len(kfs)},
+    )
