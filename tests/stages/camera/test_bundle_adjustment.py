@@ -109,3 +109,22 @@ def test_rotation_only_mode_recovers_rotations_and_focal():
     )
     assert ang.max() < 0.05
     assert abs(res.focal - f) / f < 0.01
+
+
+def test_dense_and_pairwise_schur_complements_agree(monkeypatch):
+    import y2r.stages.camera.bundle_adjustment as ba
+
+    R, t, X, f, pp, ci, pi, uv, _, _ = _problem(4, noise_px=0.3)
+    R0 = axis_angle_to_matrix(np.full((len(R), 3), 0.005)) @ R
+    R0[0] = R[0]
+    fixed = np.zeros(len(R), bool)
+    fixed[0] = True
+    dense = bundle_adjust(
+        R0, t, X, 1.05 * f, pp, ci, pi, uv, fixed_cams=fixed, optimize_focal=True, max_iterations=3
+    )
+    monkeypatch.setattr(ba, "DENSE_SCHUR_MAX_ENTRIES", 0)
+    pairs = bundle_adjust(
+        R0, t, X, 1.05 * f, pp, ci, pi, uv, fixed_cams=fixed, optimize_focal=True, max_iterations=3
+    )
+    assert np.allclose(dense.R, pairs.R, atol=1e-9) and np.allclose(dense.X, pairs.X, atol=1e-7)
+    assert np.isclose(dense.focal, pairs.focal) and np.isclose(dense.focal_std, pairs.focal_std)

@@ -49,6 +49,10 @@ def reprojection(R, t, X, focal, pp, cam_idx, pt_idx, uv):
     return proj - uv, Xc, Y
 
 
+# Largest camera-by-point matrix G (entries) for which the Schur complement is formed as G G^T.
+DENSE_SCHUR_MAX_ENTRIES = 6_000_000
+
+
 class _Segments:
     """Sum per group of rows sorted into contiguous segments (np.add.reduceat: one pass in C)."""
 
@@ -99,7 +103,7 @@ class _Structure:
         # S -= sum_p W_p V_p^-1 W_p^T is computed as G G^T with G = W V^-T/2 stored densely when it
         # is small (one BLAS product), else by accumulating the blocks of all ordered pairs of
         # observations of the same point.
-        self.dense = self.nf * dof * 3 * P <= 6_000_000
+        self.dense = self.nf * dof * 3 * P <= DENSE_SCHUR_MAX_ENTRIES
         e = np.arange(dof)
         if self.dense:
             self.g_rows = np.broadcast_to(
@@ -110,9 +114,10 @@ class _Structure:
             )
         self._pairs = None
 
-    def pairs(self):
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ordered pairs (i, j) of free observations of the same point (indices into m_free)."""
         if self._pairs is None:
-            dof, pf = self.dof, self.pf
+            pf = self.pf
             order = np.argsort(pf, kind="stable")
             counts = np.bincount(pf, minlength=self.P)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -120,16 +125,25 @@ class _Structure:
             first = np.repeat(np.arange(len(order)), k)
             within = np.arange(len(first)) - np.repeat(np.cumsum(k) - k, k)
             second = starts[pf[order]][first] + within
-            pi, pj = order[first], order[second]  # indices into m_free
-            si, sj = self.slot[pi], self.slot[pj]
-            e = np.arange(dof)
-            flat = (
-                (si[:, None, None] * dof + e[None, :, None]) * (self.nf * dof)
-                + sj[:, None, None] * dof
-                + e[None, None, :]
-            )
-            self._pairs = (pi, pj, flat)
+            self._pairs = (order[first], order[second])
         return self._pairs
+
+    def pair_reduction(self, Y: np.ndarray, W: np.ndarray, chunk: int = 100_000) -> np.ndarray:
+        """sum over pairs of W_i V^-1 W_j^T (with Y = W V^-1), accumulated in chunks so that memory
+        stays bounded however long the tracks are."""
+        dof, n = self.dof, self.nf * self.dof
+        out = np.zeros(n * n)
+        pi, pj = self.pairs()
+        e = np.arange(dof)
+        for a in range(0, len(pi), chunk):
+            i, j = pi[a : a + chunk], pj[a : a + chunk]
+            blocks = np.matmul(Y[i], np.swapaxes(W[j], 1, 2))  # (pairs,dof,dof)
+            si, sj = self.slot[i], self.slot[j]
+            flat = (
+                (si[:, None, None] * dof + e[None, :, None]) * n + sj[:, None, None] * dof + e[None, None, :]
+            )
+            out += np.bincount(flat.reshape(-1), weights=blocks.reshape(-1), minlength=n * n)
+        return out.reshape(n, n)
 
 
 def bundle_adjust(
@@ -246,11 +260,7 @@ def bundle_adjust(
             G[st.g_rows, st.g_cols] = Gobs
             S[: nf * dof, : nf * dof] -= G @ G.T
         elif nf:
-            pi, pj, flat = st.pairs()
-            blocks = np.matmul(Y[pi], np.swapaxes(lin["W"][pj], 1, 2))  # (pairs,dof,dof)
-            S[: nf * dof, : nf * dof] -= np.bincount(
-                flat.reshape(-1), weights=blocks.reshape(-1), minlength=(nf * dof) ** 2
-            ).reshape(nf * dof, nf * dof)
+            S[: nf * dof, : nf * dof] -= st.pair_reduction(Y, lin["W"])
         Vg = np.einsum("pij,pj->pi", Vinv, lin["g_p"])  # V^-1 g_p
         rhs = -lin["g_c"].copy()
         rhs[: nf * dof] += st.by_slot.sum(np.einsum("mij,mj->mi", lin["W"], Vg[pt_idx[mf]])).reshape(-1)
