@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Speed and memory of the built-in CPU pipeline on 10-second 512x384 clips (issues 2 and 3).
+
+    python benchmarks/pipeline_speed.py                 # both clips, per stage and end to end
+    python benchmarks/pipeline_speed.py --clips orbit   # only the synthetic clip
+
+Per stage: each stage's backend runs alone in a fresh process with one thread (OpenCV, BLAS and
+OpenMP limited to 1), on the previous stage's artifact, so frames/s is "on one core" and peak RAM
+is that stage's own (max RSS of the process and of its children, e.g. the MediaPipe shim).
+End to end: `y2r run --workers 2` on a fresh output folder; real time means wall time <= clip length.
+
+Clips: `orbit` -- the synthetic orbit scene rendered at 512x384, 300 frames at 30 fps (camera and
+tracks do real work; no hands, so the hand detector searches every frame: its worst case);
+`blocks` -- the real sam2_03_blocks video (two hands, static camera) at 512x384, 30 fps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("Y2R_SHARED", ROOT.parent / "shared"))
+STAGES = ("ingest", "camera", "tracks", "hands", "episode")
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def config_sets() -> list[str]:
+    return ["ingest.fps=30", "ingest.width=512", "ingest.height=384", "execution.workers=2"]
+
+
+def stage_child(stage: str, video: Path, work: Path) -> None:
+    """Run one stage's backend in this (fresh, single-threaded) process and print its numbers."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    from y2r.artifacts import VideoMeta, read_json
+    from y2r.config import load_config
+    from y2r.stages.base import STAGES as SPECS
+    from y2r.stages.base import Job, WorkerContext, backend_class, backend_name
+
+    cfg = load_config(None, config_sets())
+    inputs = {s: work / s for s in SPECS[stage].inputs}
+    meta = VideoMeta.from_dict(read_json(inputs["ingest"] / "meta.json")) if "ingest" in inputs else None
+    out = work / stage
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    backend = backend_class(stage, backend_name(cfg, stage))(cfg, WorkerContext(log_dir=work))
+    load_s = time.perf_counter() - t0
+    job = Job(video_id=video.stem, stage=stage, meta=meta, source_path=video, inputs=inputs, out_dir=out,
+              log_path=work / f"{stage}.log")
+    t0 = time.perf_counter()
+    art = backend.process(job)
+    art.save(out)
+    secs = time.perf_counter() - t0
+    backend.close()
+    frames = meta.num_frames if meta else art.meta.num_frames
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"stage": stage, "seconds": secs, "load_s": load_s, "frames": frames,
+                      "peak_rss_mb": max(own, kids), "peak_rss_self_mb": own}))
+
+
+def prepare(clip: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if clip == "orbit":
+        video = folder / "orbit_10s_512x384.mp4"
+        if not video.exists():
+            from y2r.synth import render, write_video
+
+            c = render("orbit", width=512, height=384, num_frames=300, fps=30.0, seed=0)
+            write_video(c, video)
+            c.save_gt(folder / "orbit_10s_512x384_gt.npz")
+        return video
+    return SHARED / "media" / "videos" / "sam2_03_blocks.mp4"
+
+
+def per_stage(video: Path, work: Path) -> list[dict]:
+    rows = []
+    env = {**os.environ, **ONE_THREAD}
+    for stage in STAGES:
+        p = subprocess.run([sys.executable, __file__, "--stage-child", stage, "--video", str(video), "--work", str(work)],
+                           env=env, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise SystemExit(f"stage {stage} failed:\n{p.stdout}\n{p.stderr[-3000:]}")
+        rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def end_to_end(video: Path, out: Path) -> float:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    sets = [x for s in config_sets() for x in ("--set", s)]
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "y2r.cli", "run", str(video), "-o", str(out), "-q", *sets], check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", default="orbit,blocks")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/y2r_speed"))
+    ap.add_argument("--stage-child")
+    ap.add_argument("--video", type=Path)
+    a = ap.parse_args()
+    if a.stage_child:
+        stage_child(a.stage_child, a.video, a.work)
+        return 0
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    report = {}
+    for clip in a.clips.split(","):
+        video = prepare(clip, a.work / "input")
+        rows = per_stage(video, a.work / clip / "stages")
+        wall = end_to_end(video, a.work / clip / "run")
+        frames = rows[0]["frames"]
+        duration = frames / 30.0
+        report[clip] = {"stages": rows, "end_to_end_s": wall, "clip_s": duration}
+        print(f"\n### {clip}: {frames} frames at 512x384 ({duration:.1f} s of video)\n")
+        print("| stage | seconds (1 core) | frames/s (1 core) | model/tool load s | peak RAM MB |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['stage']} | {r['seconds']:.1f} | {r['frames'] / r['seconds']:.1f} | {r['load_s']:.1f} | "
+                  f"{r['peak_rss_mb']:.0f} |")
+        total = sum(r["seconds"] for r in rows)
+        print(f"| all stages, 1 core | {total:.1f} | {frames / total:.1f} | | |")
+        print(f"\nend to end, `y2r run --workers 2`: {wall:.1f} s wall for {duration:.1f} s of video "
+              f"({duration / wall:.2f}x real time)")
+    (a.work / "speed.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
