@@ -51,7 +51,7 @@ import numpy as np
 
 from y2r import pipeline
 from y2r.config import load_config
-from y2r.errors import OutOfMemory, WorkerCrashed, WorkerHung, Y2RError
+from y2r.errors import OutOfMemory, Y2RError
 from y2r.execution.local import worker_argv
 from y2r.ledger import Ledger
 from y2r.tools.worker import LaunchSpec, WorkerProcess
@@ -221,7 +221,11 @@ def run_y2r(name: str, prep: Path, root: Path, videos: list[Path], ids: list[str
     res.worker_s = sum((w["stopped_utc"] or 0) - (w["started_utc"] or 0) for w in stats)
     res.peak_mem_mb = {g: round(v) for g, v in mon.peak.items()}
     res.mean_util = {g: round(float(np.mean(v)), 1) for g, v in mon.util.items() if v}
-    res.notes = f"tasks done {r.report.done}, failed {r.report.failed}"
+    res.notes = f"tasks done {r.report.done}, failed {r.report.failed}" + (" INTERRUPTED" if r.report.interrupted else "")
+    lanes: dict[str, int] = {}
+    for w in stats:
+        lanes[w["lane"]] = lanes.get(w["lane"], 0) + 1
+    res.notes += f"; workers per lane {lanes}"
     return res
 
 
@@ -308,10 +312,14 @@ class Harness:
         return r
 
 
-def _drain(h: Harness, w: WorkerProcess, stage: str, q: queue.Queue, replace_on_oom: bool) -> None:
+DEADLINE_S = 240.0  # a baseline still running after this is stopped and scored on what it finished
+
+
+def _drain(h: Harness, w: WorkerProcess, stage: str, q: queue.Queue, replace_on_oom: bool,
+           deadline: float = float("inf")) -> None:
     """Run queued tasks of one stage on one worker until the queue is empty; retire the worker."""
     try:
-        while True:
+        while time.monotonic() < deadline:
             try:
                 vid, attempt = q.get_nowait()
             except queue.Empty:
@@ -326,7 +334,7 @@ def _drain(h: Harness, w: WorkerProcess, stage: str, q: queue.Queue, replace_on_
                             w = h.spawn(stage)
                             if w is None:
                                 time.sleep(0.5)
-            except (WorkerCrashed, WorkerHung):
+            except Y2RError:  # crashed, hung, or failed otherwise: retried on a fresh worker
                 q.put((vid, attempt + 1))
                 h.retire(w)
                 w = h.spawn(stage)
@@ -381,7 +389,7 @@ def baseline_b(prep: Path, root: Path, ids: list[str], gpu: int, gpu_rate: float
                 while w is None:  # its load did not fit next to the others' this time: retry
                     time.sleep(0.5)
                     w = h.spawn(stage)
-                _drain(h, w, stage, q, False)
+                _drain(h, w, stage, q, False, t0 + DEADLINE_S)
 
             threads = [threading.Thread(target=one) for _ in range(counts[stage])]
             for t in threads:
@@ -425,7 +433,7 @@ def baseline_c(prep: Path, root: Path, ids: list[str], gpu: int, gpu_rate: float
                 idle_since = None
                 try:
                     outcome = h.run(w, vid, stage, attempt)
-                except (WorkerCrashed, WorkerHung):
+                except Y2RError:  # crashed, hung, or failed otherwise: the task is retried elsewhere
                     queues[stage].put((vid, attempt + 1))
                     return
                 if outcome == "oom":
@@ -472,9 +480,11 @@ def baseline_c(prep: Path, root: Path, ids: list[str], gpu: int, gpu_rate: float
                     t.start()
                     threads.append(t)
             time.sleep(0.1)
+            if time.monotonic() - t0 > DEADLINE_S:
+                finished.set()
         wall = time.monotonic() - t0
         for t in threads:
-            t.join(timeout=30)
+            t.join(timeout=60)
     return h.result("c_fractional", wall, mon, f"{slots} slots of 0.1 GPU; peak workers {peak_workers}")
 
 
@@ -494,11 +504,14 @@ def table(results: list[Result], ref: dict[str, Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DEADLINE_S
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for results.json / results.md")
     ap.add_argument("--work", default="/tmp/y2r_gpu_bench", help="scratch folder (videos, outputs)")
-    ap.add_argument("--videos", type=int, default=16, help="videos per single-GPU run (2x for the two-GPU run)")
+    ap.add_argument("--videos", type=int, default=24, help="videos per single-GPU run (2x for the two-GPU run)")
     ap.add_argument("--only", default="y2r,a,b,c,y2r2", help="which runs: y2r,a,b,c,y2r2")
+    ap.add_argument("--videos2", type=int, default=None, help="videos for the two-GPU y2r run (default 2 x --videos)")
+    ap.add_argument("--deadline", type=float, default=240.0, help="baselines (b), (c) stop after this many seconds")
     ap.add_argument("--simulate", type=str, default=None, metavar="NxMB",
                     help="rehearse without a GPU: N simulated GPUs of MB each (memory profiles / 100)")
     a = ap.parse_args(argv)
@@ -516,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         names = [str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))) for i in range(n_gpus)]
     only = set(a.only.split(","))
     t_all = time.monotonic()
-    n2 = a.videos * (2 if n_gpus >= 2 and "y2r2" in only else 1)
+    DEADLINE_S = a.deadline
+    n2 = max(a.videos, (a.videos2 or 2 * a.videos) if n_gpus >= 2 and "y2r2" in only else a.videos)
     videos = make_videos(work / "videos", n2)
     prep = work / "prep"
     prepare_ingest(videos, prep)
@@ -530,39 +544,50 @@ def main(argv: list[str] | None = None) -> int:
     ref: dict[str, Result] = {}
     lock = threading.Lock()
 
+    def write() -> str:
+        md = (f"Machine: {n_gpus} x {names[0]}; bf16 4096^2 matmul rate {rates} /s; {a.videos} videos per single-GPU "
+              f"run (100-400 frames at {W}x{H}); bench time so far {time.monotonic() - t_all:.0f} s\n\n"
+              + table(results, ref) + "\n")
+        (out / "results.md").write_text(md)
+        (out / "results.json").write_text(json.dumps({"gpus": names, "rates": rates,
+                                                      "results": [asdict(r) for r in results]}, indent=1))
+        return md
+
     def record(key: str, r: Result) -> None:
         with lock:
             results.append(r)
             ref[key] = r
             print(json.dumps(asdict(r)), flush=True)
+            write()  # partial results survive a time limit
 
-    g_main = 1 if n_gpus >= 2 else 0
+    def run_one(key: str, g: int) -> None:
+        if key == "y2r":
+            record("y2r", run_y2r("y2r", prep, work / "runs", one, one_ids, [g], rate))
+        elif key == "a":
+            record("a", baseline_a(prep, work / "runs", one_ids, g, rate))
+        elif key == "b":
+            record("b", baseline_b(prep, work / "runs", one_ids, g, rate))
+        elif key == "c":
+            record("c", baseline_c(prep, work / "runs", one_ids, g, rate))
 
-    def seq_main() -> None:
-        if "y2r" in only:
-            record("y2r", run_y2r("y2r", prep, work / "runs", one, one_ids, [g_main], rate))
-        if "c" in only:
-            record("c", baseline_c(prep, work / "runs", one_ids, g_main, rate))
-        if "b" in only:
-            record("b", baseline_b(prep, work / "runs", one_ids, g_main, rate))
-
+    order = [k for k in ("y2r", "c", "b", "a") if k in only]
     if n_gpus >= 2:
-        ta = threading.Thread(target=lambda: "a" in only and record("a", baseline_a(prep, work / "runs", one_ids, 0, rate)))
-        ta.start()
-        seq_main()
-        ta.join()
+        # GPUs are independent: the long stage-by-stage baselines run on GPU 0 while y2r and the
+        # fractional baseline run on GPU 1 (32 CPU cores serve both).
+        on0 = [k for k in ("a", "b") if k in only]
+        on1 = [k for k in order if k not in on0]
+        t0 = threading.Thread(target=lambda: [run_one(k, 0) for k in on0])
+        t0.start()
+        for k in on1:
+            run_one(k, 1)
+        t0.join()
         if "y2r2" in only:
-            record("y2r2", run_y2r("y2r_2gpu", prep, work / "runs", videos, ids, [0, 1], rate))
+            m = a.videos2 or 2 * a.videos
+            record("y2r2", run_y2r("y2r_2gpu", prep, work / "runs", videos[:m], ids[:m], [0, 1], rate))
     else:
-        seq_main()
-        if "a" in only:
-            record("a", baseline_a(prep, work / "runs", one_ids, 0, rate))
-    md = (f"Machine: {n_gpus} x {names[0]}; bf16 4096^2 matmul rate {rates} /s; {a.videos} videos per single-GPU run "
-          f"(100-400 frames at {W}x{H}); total bench time {time.monotonic() - t_all:.0f} s\n\n" + table(results, ref) + "\n")
-    (out / "results.md").write_text(md)
-    (out / "results.json").write_text(json.dumps({"gpus": names, "rates": rates, "results": [asdict(r) for r in results]},
-                                                 indent=1))
-    print(md)
+        for k in order:
+            run_one(k, 0)
+    print(write())
     return 0
 
 

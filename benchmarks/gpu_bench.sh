@@ -4,7 +4,7 @@
 #   2. the GPU-marked tests (NVML, GPU lanes, no CUDA context left after exit / Ctrl-C / SIGKILL),
 #   3. benchmarks/gpu_bench.py (y2r vs one-worker-per-GPU, spawn-until-OOM, 0.1-GPU fractional).
 # Results go to $OUT (results.md, results.json, logs). Usage, from the repository root:
-#   OUT=/tmp/out VIDEOS=16 bash benchmarks/gpu_bench.sh
+#   OUT=/tmp/out VIDEOS=24 bash benchmarks/gpu_bench.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/y2r_gpu_bench_out}
 mkdir -p "$OUT"
@@ -20,6 +20,7 @@ export PYTHONUNBUFFERED=1
 if [ "${SKIP_TESTS:-0}" != "1" ]; then
   timeout 200 python3 -m pytest -m gpu tests/execution/test_gpu_device.py -q -p no:cacheprovider -x 2>&1 | tee "$OUT/gpu_tests.log"
 fi
-timeout "${BENCH_TIMEOUT:-370}" python3 benchmarks/gpu_bench.py --out "$OUT" --videos "${VIDEOS:-16}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
-echo "--- after the benchmark (no y2r process may hold GPU memory):" | tee -a "$OUT/machine.txt"
+timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/gpu_bench.py --out "$OUT" --videos "${VIDEOS:-24}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+sleep 10  # an orphaned worker notices its owner is gone within one heartbeat (5 s)
+echo "--- 10 s after the benchmark (no y2r process may hold GPU memory):" | tee -a "$OUT/machine.txt"
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv 2>&1 | tee -a "$OUT/machine.txt"

@@ -4,6 +4,8 @@ Each emulates a model's profile -- load time, memory (base after load, plus grow
 pixels, optionally with a per-video error around that line), compute time per frame -- and its
 failure modes (crash, CUDA OOM, hang, stall, error, bad input):
 
+Per-video memory grows in steps while the frames are processed, so an OOM wastes work done before it.
+
 - ``device: cpu``: memory is really allocated (and touched) in host RAM, so it is measurable; on a
   simulated GPU (``execution.gpus.simulate``) every allocation is also booked on that device's
   shared account and fails with ``OutOfMemory`` when it would not fit (``simulated_gpus.py``).
@@ -40,6 +42,7 @@ from y2r.geometry import focal_from_fov, intrinsics_matrix
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources
 
 MATMUL_N = 4096  # side of the bf16 matmul that is the unit of emulated GPU work
+GROWTH_STEPS = 4  # per-video memory growth is allocated in this many steps over the frames
 
 
 def _unit(*parts: str) -> float:
@@ -102,6 +105,10 @@ class _Synthetic(Backend):
         """Matmuls per second of this GPU alone (given, or timed once at load)."""
         torch = self.torch
         self._mat = torch.randn(MATMUL_N, MATMUL_N, device="cuda", dtype=torch.bfloat16)
+        # Warm up at load, as real models do: cuBLAS creates its handle and workspace now, so that
+        # memory is part of the worker's base (and an OOM doing it is a failed load, not a failed task).
+        self._mat @ self._mat
+        torch.cuda.synchronize()
         if self.opts.gpu_rate > 0:
             return self.opts.gpu_rate
         for _ in range(5):
@@ -145,10 +152,17 @@ class _Synthetic(Backend):
                 raise InputError(job.source_path, "synthetic bad input")
             if o.fail == "error":
                 raise ToolError(f"synthetic failure in {self.stage} (attempt {job.attempt})")
-        growth = self._allocate(self.growth_mb(job.video_id, frames, pixels))
+        # Memory grows while the video is processed (caches of frames, features, point clouds): a
+        # quarter of the growth at the start and after each further quarter of the frames, so an
+        # OOM costs the compute spent before it, as with the real tools.
+        total = self.growth_mb(job.video_id, frames, pixels)
+        marks = {frames * k // GROWTH_STEPS for k in range(GROWTH_STEPS)}
+        blocks = []
         try:
             step = max(1, frames // 20)
             for f in range(frames):
+                if f in marks:
+                    blocks.append(self._allocate(total / GROWTH_STEPS))
                 if fail and o.fail == "stall" and f >= frames // 2:
                     while True:  # alive (heartbeats go on) but no more progress: the watchdog's case
                         time.sleep(3600)
@@ -156,8 +170,9 @@ class _Synthetic(Backend):
                 if (f + 1) % step == 0 or f + 1 == frames:
                     job.progress(f + 1, frames)
         finally:
-            self._release(growth)
-            del growth
+            for b in blocks:
+                self._release(b)
+            del blocks
             if self.torch is not None:
                 self.torch.cuda.synchronize()
                 self.torch.cuda.empty_cache()

@@ -82,6 +82,10 @@ def classify(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or "OutOfMemoryError" in type(exc).__name__ or "out of memory" in text.lower():
         return "oom"
+    # A full GPU also surfaces as a library failing to allocate its workspace (seen on an H200 when
+    # cuBLAS created its handle next to other processes' memory).
+    if any(m in text for m in ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation")):
+        return "oom"
     return "error"
 
 
