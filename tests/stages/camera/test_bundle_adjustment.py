@@ -111,7 +111,7 @@ def test_rotation_only_mode_recovers_rotations_and_focal():
     assert abs(res.focal - f) / f < 0.01
 
 
-def test_dense_and_pairwise_schur_complements_agree(monkeypatch):
+def test_dense_pairwise_and_iterative_schur_solvers_agree(monkeypatch):
     import y2r.stages.camera.bundle_adjustment as ba
 
     R, t, X, f, pp, ci, pi, uv, _, _ = _problem(4, noise_px=0.3)
@@ -119,12 +119,18 @@ def test_dense_and_pairwise_schur_complements_agree(monkeypatch):
     R0[0] = R[0]
     fixed = np.zeros(len(R), bool)
     fixed[0] = True
-    dense = bundle_adjust(
-        R0, t, X, 1.05 * f, pp, ci, pi, uv, fixed_cams=fixed, optimize_focal=True, max_iterations=3
-    )
+
+    def run():
+        return bundle_adjust(
+            R0, t, X, 1.05 * f, pp, ci, pi, uv, fixed_cams=fixed, optimize_focal=True, max_iterations=3
+        )
+
+    dense = run()
     monkeypatch.setattr(ba, "DENSE_SCHUR_MAX_ENTRIES", 0)
-    pairs = bundle_adjust(
-        R0, t, X, 1.05 * f, pp, ci, pi, uv, fixed_cams=fixed, optimize_focal=True, max_iterations=3
-    )
+    pairs = run()  # few cameras: the reduced system is still formed, pair by pair
+    monkeypatch.setattr(ba, "ITERATIVE_MIN_CAMERAS", 0)
+    iterative = run()  # conjugate gradients on the implicit reduced system
     assert np.allclose(dense.R, pairs.R, atol=1e-9) and np.allclose(dense.X, pairs.X, atol=1e-7)
     assert np.isclose(dense.focal, pairs.focal) and np.isclose(dense.focal_std, pairs.focal_std)
+    assert np.allclose(dense.R, iterative.R, atol=1e-6) and np.allclose(dense.X, iterative.X, atol=1e-4)
+    assert abs(dense.focal - iterative.focal) < 1e-3

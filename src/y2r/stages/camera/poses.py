@@ -61,6 +61,7 @@ class PoseOptions:
     outlier_px: float = 3.0
     noise_floor_px: float = 0.15
     outlier_rounds: int = 4
+    max_obs_per_point: int = 10  # observations of one track used in a bundle adjustment
     min_pnp_inliers: int = 12
     local_ba_every: int = 3
     local_ba_window: int = 5  # keyframes a local BA moves
@@ -258,7 +259,13 @@ class _Map:
         return added
 
     def observations(self, frames: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(frame-list index, track id, uv) of every map point observed in ``frames``."""
+        """(frame-list index, track id, uv) of the map points observed in ``frames``.
+
+        A track seen by more than ``max_obs_per_point`` of the frames keeps that many observations,
+        evenly spread over its life (first and last included). Why: the reduced camera system
+        costs the sum over points of (observations)^2, and a track followed through 60 keyframes
+        would dominate it; its evenly spread subset keeps the long-range constraint it provides.
+        """
         ci, ti, uv = [], [], []
         for n, k in enumerate(frames):
             ids = self.tracks.ids[k]
@@ -266,7 +273,20 @@ class _Map:
             ci.append(np.full(m.sum(), n))
             ti.append(ids[m])
             uv.append(self.tracks.uv[k][m])
-        return np.concatenate(ci), np.concatenate(ti), np.concatenate(uv)
+        ci, ti, uv = np.concatenate(ci), np.concatenate(ti), np.concatenate(uv)
+        cap = self.opt.max_obs_per_point
+        order = np.lexsort((ci, ti))  # by track, then frame
+        ci, ti, uv = ci[order], ti[order], uv[order]
+        _, start, count = np.unique(ti, return_index=True, return_counts=True)
+        if len(count) and count.max() > cap:
+            rank = np.arange(len(ti)) - np.repeat(start, count)  # position within its track
+            n_obs = np.repeat(count, count)
+            # keep ranks round(j * (n - 1) / (cap - 1)), j = 0..cap-1, for tracks longer than cap
+            step = (n_obs - 1) / (cap - 1)
+            j = np.rint(rank / np.where(n_obs > cap, step, 1.0))
+            keep = (n_obs <= cap) | (np.abs(rank - np.rint(j * step)) < 0.5)
+            ci, ti, uv = ci[keep], ti[keep], uv[keep]
+        return ci, ti, uv
 
     def bundle(
         self,
