@@ -54,12 +54,13 @@ def run_demo(out: Path, *, scene: str = "orbit", frames: int = 45, sets: list[st
 
 
 def _print_accuracy(episode: Path, gt_path: Path) -> None:
-    try:
-        from y2r.evaluation.episode_accuracy import episode_vs_ground_truth  # noqa: PLC0415
-    except ImportError:
-        return
+    from y2r.evaluation.episode_accuracy import episode_vs_ground_truth  # noqa: PLC0415
+    from y2r.evaluation.suite import COLUMNS, TARGETS, format_value  # noqa: PLC0415
+
     metrics = episode_vs_ground_truth(episode, gt_path)
-    t = Table("metric", "value", title="accuracy against the ground truth")
-    for k, v in metrics.items():
-        t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    t = Table("metric", "value", "target (textured scenes)", title="built-in backends against the exact ground truth")
+    for label, key, fmt in COLUMNS:
+        op, thr = TARGETS.get(key, ("", None))
+        t.add_row(label, format_value(fmt, metrics.get(key)), f"{op} {thr}" if thr is not None else "")
+    t.add_row("degenerate flag", str(metrics.get("degenerate") or "none"), "none")
     console.print(t)
