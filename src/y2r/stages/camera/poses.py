@@ -153,6 +153,7 @@ def triangulate(
 
 
 PNP_RANSAC_POINTS = 300
+GLOBAL_BA_AT = 8  # keyframes registered when the one intermediate global bundle adjustment runs
 
 
 def _pnp(
@@ -452,11 +453,13 @@ def incremental_sfm(
     # Registration order: forward from b, then backward from a (keyframes between a and b too).
     ia, ib = int(np.searchsorted(kfs, a)), int(np.searchsorted(kfs, b))
     order = [k for k in kfs[ia + 1 : ib]] + [k for k in kfs[ib + 1 :]] + [k for k in kfs[:ia][::-1]]
-    # Bundle adjustment while growing: local windows often, the whole map on a geometric
-    # schedule (so its total cost stays proportional to the final one). The focal stays fixed
-    # until the final adjustment: it is the most weakly constrained unknown, its valley with the
-    # translations is long, and crawling along it on a partial map is wasted work.
-    since_local, next_global = 0, 8
+    # Bundle adjustment while growing: local windows every few keyframes and the whole map once,
+    # early (at GLOBAL_BA_AT keyframes, to settle the gauge and scale the rest builds on). Later
+    # global passes were measured to buy nothing an offline final BA does not (local windows keep
+    # PnP well conditioned) at ~1.5x the final BA's cost. The focal stays fixed until the final
+    # adjustment: it is the most weakly constrained unknown, its valley with the translations is
+    # long, and crawling along it on a partial map is wasted work.
+    since_local, global_done = 0, False
     lost = 0
     for k in order:
         ids_k = tracks.ids[k]
@@ -476,8 +479,8 @@ def incremental_sfm(
             since_local = 0
             reg = sorted(m.pose)
             pos = reg.index(k)
-            if len(reg) >= next_global:
-                next_global *= 2
+            if not global_done and len(reg) >= GLOBAL_BA_AT:
+                global_done = True
                 m.bundle(
                     reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict
                 )
@@ -486,13 +489,13 @@ def incremental_sfm(
                 lo = max(0, pos - opt.local_ba_window - opt.local_ba_anchors + 1)
                 window = reg[lo : pos + 1]
                 fixed = set(reg[lo : max(lo, pos - opt.local_ba_window + 1)]) | {reg[0]}
-                m.bundle(window, fixed=fixed, optimize_focal=False, max_iterations=10, strict=strict)
+                m.bundle(window, fixed=fixed, optimize_focal=False, max_iterations=6, strict=strict)
     reg = sorted(m.pose)
     final: BundleResult | None = None
     if opt.refine and len(reg) >= 2:
         # Clean outliers with the focal fixed (cheap; gross outliers also make the focal's valley
         # hard to descend), add points that became triangulable, then the full adjustment.
-        m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=10, strict=strict)
+        m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=8, strict=strict)
         for k in reg:
             m.triangulate_new(k)
         final = m.bundle(
