@@ -31,11 +31,18 @@ from y2r.synth import SCENES, render
 
 
 def _clip(scene: str, args) -> dict:
-    path = Path(args.cache) / f"{scene}_{args.width}x{args.height}_{args.frames}_fov{args.fov:g}.npz"
+    name = f"{scene}_{args.width}x{args.height}_{args.frames}_fps{args.fps:g}_fov{args.fov:g}.npz"
+    path = Path(args.cache) / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         c = render(
-            scene, width=args.width, height=args.height, num_frames=args.frames, seed=0, fov_deg=args.fov
+            scene,
+            width=args.width,
+            height=args.height,
+            num_frames=args.frames,
+            fps=args.fps,
+            seed=0,
+            fov_deg=args.fov,
         )
         np.savez(path, rgb=c.rgb, depth=c.depth, K=c.K, c2w=c.c2w)
     z = np.load(path)
@@ -47,6 +54,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--fps", type=float, default=30.0, help="frame rate of the rendered clip")
     ap.add_argument("--fov", type=float, default=60.0, help="horizontal FOV of the rendered camera")
     ap.add_argument("--known-k", action="store_true", help="give the true K (no self-calibration)")
     ap.add_argument("--repeats", type=int, default=3)

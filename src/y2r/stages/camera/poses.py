@@ -10,8 +10,8 @@ offline video pass needs:
    RANSAC) and its cheirality-checked decomposition;
 3. incremental registration of the remaining keyframes (outwards from the initial pair) by
    PnP-RANSAC on already triangulated tracks, triangulating new tracks as the baseline allows;
-   local bundle adjustment every few keyframes and global BA on a geometric schedule, then a
-   final global BA, the only one that frees the focal when self-calibrating;
+   local bundle adjustment every few keyframes and one early global BA, then a final global BA,
+   the only one that frees the focal when self-calibrating;
 4. every other frame: a robust motion-only PnP against the final points, started from the
    interpolation of its neighbouring keyframes.
 
