@@ -160,10 +160,18 @@ def print_status(st: dict) -> None:
                 lanes.add_row(name, str(ln["workers"]), str(ln["busy"]), str(ln["starting"]), escape(ln.get("broken") or ""))
         console.print(lanes)
         if live.get("gpus"):
-            g = Table("gpu", "name", "predicted MB", "capacity MB", "workers", "state")
+            # measured: what y2r's workers hold now (NVML per process tree); device: every process on
+            # the GPU; predicted: what placement reserves (peaks of running tasks + idle models).
+            g = Table("gpu", "measured", "device", "predicted", "capacity", "workers", "busy",
+                      title=f"GPU memory, MB ({escape(live['gpus'][0]['name'])})")
+            g.add_column("state", overflow="fold")
+            mb = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
             for x in live["gpus"]:
-                g.add_row(str(x["index"]), x["name"], f"{x['predicted_mb']:.0f}", f"{x['capacity_mb']:.0f}",
-                          str(len(x["workers"])), "[red]out of service[/]" if x.get("out_of_service") else "ok")
+                state = "[red]out of service[/]" if x.get("out_of_service") else (
+                    f"kept for {escape(x['reserved_for'])}" if x.get("reserved_for") else "ok")
+                g.add_row(str(x["index"]), mb(x.get("measured_mb")), mb(x.get("device_used_mb")),
+                          mb(x["predicted_mb"]), mb(x["capacity_mb"]), str(len(x["workers"])), str(x.get("busy", "-")),
+                          state)
             console.print(g)
     if st.get("live_shards"):
         sh = Table("shard", "host", "pid", "elapsed s", "running", "ETA s", title="shards running now")
