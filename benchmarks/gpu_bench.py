@@ -366,7 +366,7 @@ def baseline_b(prep: Path, root: Path, ids: list[str], gpu: int, gpu_rate: float
     for stage in STAGES:
         # spawn `cap` at once; those whose load ran out of memory tell how many fit
         probe: list = []
-        ts = [threading.Thread(target=lambda: probe.append(h.spawn(stage))) for _ in range(cap)]
+        ts = [threading.Thread(target=lambda st=stage: probe.append(h.spawn(st))) for _ in range(cap)]
         for t in ts:
             t.start()
         for t in ts:

@@ -19,12 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-from y2r.execution.simulated_gpus import SimulatedDevice
-
 from y2r.errors import FailureKind, WorkerCrashed, WorkerHung, Y2RError
 from y2r.execution import gpus as gpu_mod
 from y2r.execution.driver import Post, TaskProgress, TaskResult, WorkerReady, WorkerStartFailed, WorkerStopped
 from y2r.execution.scheduler import Assign, StartWorker
+from y2r.execution.simulated_gpus import SimulatedDevice
 from y2r.tools.worker import LaunchSpec, WorkerProcess
 
 

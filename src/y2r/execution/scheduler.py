@@ -39,7 +39,6 @@ Policies, in one place:
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -119,7 +118,8 @@ class Task:
     predicted_mb: float = 0.0
     last_error: tuple[str, str] | None = None
     busy_integral: float = 0.0  # integral of concurrently-busy workers of its lane on its GPU
-    blocked_since: float | None = None  # ready but passed over for lack of GPU memory since then
+    blocked_since: float | None = None  # first time a smaller task took the GPU it did not fit on
+    passed_over: int = 0  # times that happened
 
     @property
     def key(self) -> tuple[str, str]:
@@ -518,6 +518,7 @@ class Scheduler:
         t.started = now
         t.busy_integral = 0.0
         t.blocked_since = None
+        t.passed_over = 0
         t.predicted_mb = self._predict(t) if self.lanes[w.lane].gpu else 0.0
         w.state = "busy"
         w.task = t.key
@@ -599,15 +600,21 @@ class Scheduler:
             return out
         pending = list(ready)
         max_cap = max(self.gpus[g].capacity_mb for g in usable)
-        # 0) a task that must run alone, cannot fit any GPU next to others, or waited too long for
-        #    memory gets a GPU reserved: nothing new starts there until it runs.
+        # 0) a task that must run alone, cannot fit any GPU next to others, or kept being passed over
+        #    for smaller ones gets a GPU reserved: nothing new starts there until it runs. Starving
+        #    tasks hold at most a quarter of the GPUs at a time (draining a GPU costs throughput).
+        starving_slots = max(1, len(self.gpus) // 4) - sum(
+            1 for k in self._reserved.values() if not self.task(*k).exclusive)
         for t in pending:
             if t.key in self._reserved.values():
                 continue
-            starving = t.blocked_since is not None and now - t.blocked_since > self.starvation_s
-            if t.exclusive or starving or self._predict(t) + self.margin_mb > max_cap:
+            starving = (t.passed_over >= 3 and t.blocked_since is not None
+                        and now - t.blocked_since > self.starvation_s)
+            if t.exclusive or self._predict(t) + self.margin_mb > max_cap:
                 self._reserve_gpu(t, lane)
-        memory_blocked: set[tuple[str, str]] = set()
+            elif starving and starving_slots > 0:
+                self._reserve_gpu(t, lane)
+                starving_slots -= 1
         # 1) idle workers of this lane take the first task that fits next to their GPU's load.
         idle = sorted((w for w in self.workers.values() if w.lane == lane.name and w.state == "idle"),
                       key=lambda w: (w.gpu, w.id))
@@ -615,6 +622,7 @@ class Scheduler:
             g = w.gpu
             if g in self.gpu_out_of_service:
                 continue
+            skipped: list[Task] = []
             for t in pending:
                 if not self._may_run_on(t, g, w.id):
                     continue
@@ -622,8 +630,12 @@ class Scheduler:
                 if self._fits(g, need, exclude=w.id) or self._run_anyway(t, g, need, keep=w.id):
                     out.append(self._assign(w, t, now))
                     pending.remove(t)
+                    for x in skipped:  # a later, smaller task took the place these did not fit in
+                        x.passed_over += 1
+                        if x.blocked_since is None:
+                            x.blocked_since = now
                     break
-                memory_blocked.add(t.key)
+                skipped.append(t)
                 if self._reserved.get(g) == t.key:
                     # Its reserved GPU: idle workers of other lanes there hold what it needs.
                     out += self._clear_for(t, g, need, keep=w.id)
@@ -661,7 +673,6 @@ class Scheduler:
                 if total_on_g >= self.max_workers_per_gpu:
                     continue
                 if not (self._fits(g, need) or self._run_anyway(t, g, need, keep=None)):
-                    memory_blocked.add(t.key)
                     if reserved_at == g:
                         out += self._clear_for(t, g, need, keep=None)
                     continue
@@ -673,10 +684,6 @@ class Scheduler:
                 continue
             out.append(self._new_worker(lane, choice, now))
             open_slots -= 1
-        for t in ready:
-            # Waiting behind others for a worker is not starving; passed over for memory is.
-            if t.state == "ready" and t.key in memory_blocked and t.blocked_since is None:
-                t.blocked_since = now
         return out
 
     def _may_run_on(self, t: Task, g: int, worker_id: str | None) -> bool:
@@ -722,7 +729,7 @@ class Scheduler:
             return out
         # Can it fit at all once every idle worker there is gone? If not, stop nobody.
         if not self._fits(g, need - sum(self._contribution(w) for w in idle), exclude=keep) and \
-                not self._reserved.get(g) == t.key:
+                self._reserved.get(g) != t.key:
             return out
         target = self._targets.get(g, {})
         freed = 0.0
@@ -744,7 +751,7 @@ class Scheduler:
                     continue
                 if t.not_before > now:
                     times.append(t.not_before)
-                if t.blocked_since is not None and t.key not in self._reserved.values():
+                if t.blocked_since is not None and t.passed_over >= 3 and t.key not in self._reserved.values():
                     deadline = t.blocked_since + self.starvation_s + 1e-6
                     if deadline > now:  # a passed deadline was acted on already; events decide the rest
                         times.append(deadline)
