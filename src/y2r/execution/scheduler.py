@@ -16,10 +16,10 @@ Policies, in one place:
   goes to a worker whose GPU can hold the task's *predicted* peak next to what everything else on
   that GPU holds (each worker at the larger of its prediction and its last measurement), plus a
   margin (``MemoryModel``).
-- **Lanes share GPUs by target**: per GPU, every lane with work left gets a seat (room for one
-  worker) if it fits -- lanes with ready work first, later stages first -- and the rest of the
-  memory is water-filled in proportion to each lane's measured task duration, so that all stages
-  of the stream advance at the same rate. A lane never runs more workers on a GPU than its target;
+- **Lanes share GPUs by target**: every lane with work left gets a seat (room for one worker) if
+  it fits -- lanes with ready work first, then those already running, later stages first -- and
+  the rest of the memory is water-filled in proportion to each lane's measured task duration, so
+  that all stages of the stream advance at the same rate (``_compute_targets``). A lane never runs more workers on a GPU than its target;
   when a lane below its target has work and no room, idle workers of lanes above their target on
   that GPU are stopped (busy workers are never preempted).
 - **Worker counts from throughput**: a lane's target on a GPU is also capped where measured
@@ -32,8 +32,9 @@ Policies, in one place:
   taken out of service (a poison video that crashes everywhere does not retire GPUs); after the
   budget the task is dead-lettered (failed) and that video's later stages are skipped -- the other
   videos go on.
-- **No starvation**: a GPU task passed over for lack of memory for too long gets a GPU reserved
-  for it (nothing new starts there until it fits).
+- **No starvation**: a GPU task that smaller tasks overtook three times (they fit where it did
+  not) for longer than ``starvation_s`` gets a GPU reserved for it -- nothing new starts there
+  until it fits; at most a quarter of the GPUs are held that way at once.
 """
 
 from __future__ import annotations
