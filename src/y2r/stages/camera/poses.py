@@ -495,7 +495,7 @@ def incremental_sfm(
     if opt.refine and len(reg) >= 2:
         # Clean outliers with the focal fixed (cheap; gross outliers also make the focal's valley
         # hard to descend), add points that became triangulable, then the full adjustment.
-        m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=8, strict=strict)
+        m.bundle(reg, fixed={reg[0]}, optimize_focal=False, rounds=2, max_iterations=4, strict=strict)
         for k in reg:
             m.triangulate_new(k)
         final = m.bundle(
