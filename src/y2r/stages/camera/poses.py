@@ -63,8 +63,8 @@ class PoseOptions:
     outlier_rounds: int = 4
     max_obs_per_point: int = 10  # observations of one track used in a bundle adjustment
     min_pnp_inliers: int = 12
-    local_ba_every: int = 3
-    local_ba_window: int = 5  # keyframes a local BA moves
+    local_ba_every: int = 4
+    local_ba_window: int = 6  # keyframes a local BA moves
     local_ba_anchors: int = 3  # older keyframes it includes but holds fixed
 
 
