@@ -6,8 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from video_samples import make_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():  # CI checkouts may place the repo elsewhere; allow an override
@@ -41,14 +42,6 @@ def shared() -> Path:
     if not SHARED.exists():
         pytest.fail(f"shared fixtures folder not found at {SHARED} (set Y2R_SHARED)")
     return SHARED
-
-
-def make_frames(T: int = 12, H: int = 48, W: int = 64, seed: int = 0) -> np.ndarray:
-    """A textured image translating 2 px per frame (enough structure for every codec and tracker)."""
-    rng = np.random.default_rng(seed)
-    big = rng.integers(0, 256, size=(H + 8, W + 2 * T + 8, 3), dtype=np.uint8)
-    big = np.repeat(np.repeat(big[::4, ::4], 4, 0), 4, 1)[: H + 8, : W + 2 * T + 8]
-    return np.stack([big[4:4 + H, 2 * t:2 * t + W] for t in range(T)])
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import make_frames
+from video_samples import make_frames
 from y2r.errors import InputError
 from y2r.video import ResizePlan, decode, probe, write_video
 
