@@ -12,7 +12,7 @@ from y2r.evaluation.camera_metrics import camera_report
 from y2r.stages.base import Job, WorkerContext, backend_class
 from y2r.stages.camera.builtin import reconstruct
 
-from .conftest import meta_for
+from .camera_clips import meta_for
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from y2r.config import Intrinsics
 from y2r.geometry import focal_from_fov, intrinsics_matrix
 from y2r.stages.camera.intrinsics import K_from_config, K_from_fov, principal_point, source_to_stored
 
-from .conftest import meta_for
+from .camera_clips import meta_for
 
 
 def _meta(W=512, H=384, source=(1920, 1080), crop=(240.0, 0.0, 1440.0, 1080.0)):

@@ -11,7 +11,7 @@ from y2r.evaluation.camera_metrics import camera_report
 from y2r.stages.camera.builtin import reconstruct
 from y2r.synth import render
 
-from .conftest import meta_for
+from .camera_clips import meta_for
 
 
 def _run(scene: str):
