@@ -86,7 +86,7 @@ def _anchor_and_scale(
         Xmap[rec.point_ids] = X
         z = Xmap[tracks.ids[0], 2]
         z = z[np.isfinite(z) & (z > 0)]
-        if len(z) < 10:  # frame 0 sees few points: use every point's depth in its first camera
+        if len(z) < 10:  # frame 0 sees few points: median over every frame's view of its points
             z = np.concatenate(
                 [
                     (Xmap[tracks.ids[t]] @ cam_T_world[t, :3, :3].T + cam_T_world[t, :3, 3])[:, 2]
