@@ -77,3 +77,12 @@ def test_bad_input_zoo_run_completes(tmp_path, video_factory, fast_config):
     with Ledger(out / "ledger.sqlite", readonly=True) as led:
         # bad input is not retried
         assert all(a["attempt"] == 1 for a in led.attempts() if a["outcome"] == "failed")
+
+
+def test_gpu_backend_without_a_gpu_fails_fast_with_a_fix(tmp_path, video_factory, fast_config):
+    from y2r.errors import ToolUnavailable
+
+    v = video_factory("v.mp4")
+    cfg = fast_config("camera.synthetic.gpu=true", "execution.gpus.devices=[]")
+    with pytest.raises(ToolUnavailable, match="camera/synthetic needs an NVIDIA GPU but none is visible"):
+        pipeline.run([v], tmp_path / "out", cfg)

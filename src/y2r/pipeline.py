@@ -26,7 +26,7 @@ from y2r import __version__
 from y2r.artifacts import ArtifactStore
 from y2r.config import Config
 from y2r.console import RunDisplay
-from y2r.errors import UsageError
+from y2r.errors import ToolUnavailable, UsageError
 from y2r.execution.driver import Driver, RunReport, VideoPlan
 from y2r.execution.memory_model import MemoryModel
 from y2r.execution.scheduler import CPU_LANE, GpuSpec, Lane, RetryPolicy, Scheduler, TimeoutPolicy
@@ -291,6 +291,13 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
             transport = LocalTransport(out / "logs", threads_per_worker=max(1, (_default_workers() // workers)),
                                        simulated_gpus=config.execution.gpus.simulate)
         try:
+            if need_gpus and not gpus:
+                # Without this, GPU tasks would wait forever for a device that never comes.
+                lanes = ", ".join(n for n, l in build_lanes(config)[0].items() if l.gpu)
+                raise ToolUnavailable(
+                    f"{lanes} need{'s' if ',' not in lanes else ''} an NVIDIA GPU but none is visible "
+                    "(NVML found no device, or execution.gpus.devices is empty); choose a built-in backend, "
+                    "or set execution.gpus.simulate to test GPU scheduling on the CPU")
             sched = build_scheduler(config, plan.plans, ledger, store, workers=workers, gpus=gpus)
             if hasattr(transport, "bind"):
                 transport.bind(sched)  # GPU shares on Ray are sized by the scheduler's memory model

@@ -9,6 +9,7 @@ whichever process created them.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -72,7 +73,27 @@ def inventory(devices: list[int] | str | None = "all") -> list[GpuDevice]:
         mem = pynvml.nvmlDeviceGetMemoryInfo(h)
         out.append(GpuDevice(index=i, name=_s(pynvml.nvmlDeviceGetName(h)), uuid=_s(pynvml.nvmlDeviceGetUUID(h)),
                              total_mb=mem.total / 2**20, used_mb=mem.used / 2**20, free_mb=mem.free / 2**20))
-    return out
+    return allowed_by_environment(out, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def allowed_by_environment(devs: list[GpuDevice], visible: str | None) -> list[GpuDevice]:
+    """The devices that y2r's own ``CUDA_VISIBLE_DEVICES`` allows (e.g. what SLURM granted the job).
+
+    NVML lists every GPU of the node whatever the job was given, so without this a SLURM shard on a
+    node without device cgroups would place workers on other jobs' GPUs. Entries are GPU UUIDs
+    (``GPU-...``, also as prefixes) or indices, read in NVML's (PCI bus) order, which is CUDA's
+    with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (SLURM's convention).
+    """
+    if visible is None:
+        return devs
+    tokens = [t.strip() for t in visible.split(",") if t.strip()]
+    keep = []
+    for d in devs:
+        for tok in tokens:
+            if (tok.startswith("GPU-") and d.uuid.startswith(tok)) or (tok.isdigit() and int(tok) == d.index):
+                keep.append(d)
+                break
+    return keep
 
 
 def simulated_inventory(capacities_mb: list[float]) -> list[GpuDevice]:

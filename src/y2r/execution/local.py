@@ -60,7 +60,9 @@ class LocalTransport:
         t = str(self.threads)
         sim = self.simulated.get(gpu) if gpu is not None else None
         # The GPU is chosen before the process exists: CUDA reads CUDA_VISIBLE_DEVICES once, at init.
-        env = {"CUDA_VISIBLE_DEVICES": "" if gpu is None or sim is not None else str(gpu), "OMP_NUM_THREADS": t,
+        # PCI_BUS_ID: CUDA then numbers devices as NVML does (its default, fastest-first, may not).
+        env = {"CUDA_VISIBLE_DEVICES": "" if gpu is None or sim is not None else str(gpu),
+               "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "OMP_NUM_THREADS": t,
                "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, "PYTHONUNBUFFERED": "1"}
         if sim is not None:
             env.update(sim.env())
