@@ -51,10 +51,10 @@ def test_shards_partition_videos():
 
 def test_bad_input_zoo_run_completes(tmp_path, video_factory, fast_config):
     zoo = tmp_path / "zoo"
-    good = video_factory("good.mp4", folder=zoo)
-    spaced = video_factory("clip with spaces é.mp4", folder=zoo, seed=1)
-    dup1 = video_factory("same.mp4", folder=zoo / "day1", seed=2)
-    dup2 = video_factory("same.mp4", folder=zoo / "day2", seed=3)
+    video_factory("good.mp4", folder=zoo)
+    video_factory("clip with spaces é.mp4", folder=zoo, seed=1)
+    video_factory("same.mp4", folder=zoo / "day1", seed=2)
+    video_factory("same.mp4", folder=zoo / "day2", seed=3)
     (zoo / "empty.mp4").write_bytes(b"")
     (zoo / "text.mp4").write_text("hello " * 100)
     one = video_factory("one_frame.mp4", T=1, folder=zoo)

@@ -63,21 +63,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=_json_default)
+        json.dump(data, f, indent=1, sort_keys=True, default=json_default)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dump(default=...)`` for numpy scalars/arrays and paths; anything else as its text."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return str(o)
 
 
 def read_json(path: Path) -> Any:

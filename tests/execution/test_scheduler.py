@@ -86,7 +86,7 @@ def test_admission_control_bounds_videos_in_flight():
     s = cpu_scheduler(workers=8, max_in_flight=3)
     for i in range(10):
         s.add_video(f"v{i}", BUILTIN)
-    acts = start_all(s)
+    start_all(s)
     a = assigns(s.next_actions(0))
     assert len({x.video_id for x in a}) == 3
 

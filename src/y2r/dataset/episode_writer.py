@@ -39,6 +39,7 @@ from y2r.artifacts import (
     HandTrack,
     IngestArtifact,
     TracksArtifact,
+    json_default,
 )
 from y2r.dataset import schema
 from y2r.errors import SchemaError
@@ -192,9 +193,9 @@ def write_episode(
         attrs["height"] = np.int64(H)
         attrs["y2r_version"] = y2r.__version__
         attrs["config"] = str(config_yaml)
-        attrs["backends"] = json.dumps(backends, sort_keys=True, default=_json_default)
+        attrs["backends"] = json.dumps(backends, sort_keys=True, default=json_default)
         attrs["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
-        attrs["quality"] = json.dumps(quality, sort_keys=True, default=_json_default, allow_nan=True)
+        attrs["quality"] = json.dumps(quality, sort_keys=True, default=json_default, allow_nan=True)
         attrs["quality.camera_degenerate"] = flags["camera_degenerate"]
         for k in ("depth_valid_frac", "tracks_visible_frac", "hands_left_frac", "hands_right_frac"):
             attrs[f"quality.{k}"] = np.float64(flags[k])
@@ -379,11 +380,3 @@ def degenerate_flag(quality: dict | None) -> str:
     return str(v)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)

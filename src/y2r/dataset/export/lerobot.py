@@ -39,14 +39,20 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from y2r.artifacts import HAND_SIDES, NUM_HAND_JOINTS
-from y2r.dataset.export.views import ACTION_NAMES, STATE_NAMES, episode_state_action, hand_or_empty
+from y2r.dataset.export.views import (
+    ACTION_NAMES,
+    STATE_NAMES,
+    episode_state_action,
+    hand_or_empty,
+    options_from_dict,
+)
 from y2r.dataset.reader import Episode, find_episode_files
 from y2r.dataset.stats import RunningStats
 from y2r.errors import ToolUnavailable, UsageError
@@ -78,12 +84,7 @@ class LeRobotOptions:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> LeRobotOptions:
-        d = dict(d or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UsageError(f"lerobot export: unknown options {unknown}; valid: {sorted(names)}")
-        return cls(**d)
+        return options_from_dict(cls, d, "lerobot")
 
 
 def require_pyarrow() -> tuple[Any, Any]:

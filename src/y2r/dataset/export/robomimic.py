@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from y2r.artifacts import HAND_SIDES
-from y2r.dataset.export.views import hand_or_empty, quat_xyzw, wrist_motion
+from y2r.dataset.export.views import hand_or_empty, options_from_dict, quat_xyzw, wrist_motion
 from y2r.dataset.reader import Episode, find_episode_files
 from y2r.errors import UsageError
 
@@ -57,12 +57,7 @@ class RobomimicOptions:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RobomimicOptions:
-        d = dict(d or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UsageError(f"robomimic export: unknown options {unknown}; valid: {sorted(names)}")
-        opts = cls(**d)
+        opts = options_from_dict(cls, d, "robomimic")
         if not 0.0 <= opts.val_fraction < 1.0:
             raise UsageError("robomimic export: val_fraction must be in [0, 1)")
         return opts

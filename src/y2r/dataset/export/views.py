@@ -16,9 +16,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import fields
+from typing import TypeVar
+
 from y2r.artifacts import HAND_SIDES, HandTrack
 from y2r.dataset.reader import Episode
+from y2r.errors import UsageError
 from y2r.geometry import invert_se3
+
+_Opts = TypeVar("_Opts")
+
+
+def options_from_dict(cls: type[_Opts], d: dict | None, fmt: str) -> _Opts:
+    """An exporter's options dataclass from user key=values, naming unknown keys and the valid ones."""
+    d = dict(d or {})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise UsageError(f"{fmt} export: unknown options {unknown}; valid: {sorted(names)}")
+    return cls(**d)
 
 STATE_NAMES: list[str] = [
     f"{side}.{n}"
