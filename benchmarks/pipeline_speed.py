@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ def stage_child(stage: str, video: Path, work: Path) -> None:
     from y2r.stages.base import STAGES as SPECS
     from y2r.stages.base import Job, WorkerContext, backend_class, backend_name
 
+    peak = PeakRSS()
     cfg = load_config(None, config_sets())
     inputs = {s: work / s for s in SPECS[stage].inputs}
     meta = VideoMeta.from_dict(read_json(inputs["ingest"] / "meta.json")) if "ingest" in inputs else None
@@ -62,10 +62,48 @@ def stage_child(stage: str, video: Path, work: Path) -> None:
     secs = time.perf_counter() - t0
     backend.close()
     frames = meta.num_frames if meta else art.meta.num_frames
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"stage": stage, "seconds": secs, "load_s": load_s, "frames": frames,
-                      "peak_rss_mb": max(own, kids), "peak_rss_self_mb": own}))
+                      "peak_rss_mb": peak.stop()}))
+
+
+class PeakRSS:
+    """Peak resident memory of this process and its children (e.g. the MediaPipe shim), sampled.
+
+    ru_maxrss would not do: Linux keeps it across fork+exec, so a child started by a big parent
+    reports the parent's peak.
+    """
+
+    def __init__(self, period_s: float = 0.05):
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(period_s,), daemon=True)
+        self._t.start()
+
+    def _sample(self) -> float:
+        import psutil
+
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def _run(self, period_s: float) -> None:
+        while not self._stop.wait(period_s):
+            self.peak = max(self.peak, self._sample())
+
+    def stop(self) -> float:
+        self.peak = max(self.peak, self._sample())
+        self._stop.set()
+        self._t.join()
+        return self.peak
 
 
 def prepare(clip: str, folder: Path) -> Path:
