@@ -68,8 +68,13 @@ def check_targets(scene: str, m: dict) -> list[str]:
     return fails
 
 
+# The suite's lens. Not the camera backend's 60-degree fallback prior: a backend that gives up on
+# self-calibration must show a focal error, not score 0% by coincidence.
+SUITE_FOV_DEG = 66.0
+
+
 def render_inputs(folder: Path, scenes: tuple[str, ...], *, width: int, height: int, frames: int, fps: float,
-                  seed: int) -> dict[str, tuple[Path, Path]]:
+                  seed: int, fov_deg: float = SUITE_FOV_DEG) -> dict[str, tuple[Path, Path]]:
     """Render each scene to ``<scene>.mp4`` + ``<scene>_gt.npz`` (reused when already there)."""
     from y2r.synth import render, write_video  # noqa: PLC0415
 
@@ -77,8 +82,9 @@ def render_inputs(folder: Path, scenes: tuple[str, ...], *, width: int, height: 
     out = {}
     for s in scenes:
         video, gt = folder / f"{s}.mp4", folder / f"{s}_gt.npz"
+        # (file names carry no size/fov: use a fresh folder per configuration)
         if not (video.exists() and gt.exists()):
-            clip = render(s, width=width, height=height, num_frames=frames, fps=fps, seed=seed)
+            clip = render(s, width=width, height=height, num_frames=frames, fps=fps, seed=seed, fov_deg=fov_deg)
             write_video(clip, video)
             clip.save_gt(gt)
         out[s] = (video, gt)
