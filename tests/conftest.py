@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-
+from shared_data import SHARED
 from video_samples import make_frames
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.exists():  # CI checkouts may place the repo elsewhere; allow an override
-    SHARED = Path(os.environ.get("Y2R_SHARED", "/work/shared"))
 
 FAST_SYNTHETIC = [
     "camera.backend=synthetic", "tracks.backend=synthetic", "hands.backend=synthetic",

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import ROOM_ORBIT_GT
 
 from y2r.geometry import bilinear, invert_se3
 from y2r.synth import SCENES, SynthClip, load_gt, render
 
-FIXTURE = Path("/work/shared/fixtures/room_orbit_gt.npz")
+FIXTURE = ROOM_ORBIT_GT
 W, H = 160, 120
 
 

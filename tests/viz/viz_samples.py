@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from shared_data import ROOM_ORBIT_GT
 
 from y2r.artifacts import CameraArtifact, TracksArtifact
 from y2r.config import Config
 from y2r.dataset.episode_writer import write_episode
 from y2r.dataset.sample_artifacts import sample_artifacts
 
-FIXTURE = Path("/work/shared/fixtures/room_orbit_gt.npz")
+FIXTURE = ROOM_ORBIT_GT
 
 
 def room_orbit_episode(path: Path, video_id: str = "room_orbit") -> Path:
