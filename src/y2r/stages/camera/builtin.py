@@ -228,7 +228,7 @@ def reconstruct(
 
     # 3. degeneracy
     popt = PoseOptions(keyframe_parallax_px=opts.keyframe_parallax_px, refine=opts.refine)
-    kfs = select_keyframes(tracks_sq, popt.keyframe_parallax_px, popt.keyframe_min_shared)
+    kfs = select_keyframes(tracks_sq, popt.keyframe_parallax_px, popt.keyframe_min_shared, popt.min_keyframes)
     pairs = wide_keyframe_pairs(tracks_sq, kfs, popt.ransac_px)
     ev = motion_evidence(tracks_sq, pairs, W, H, None if K_sq is None else float(K_sq[0, 0]))
     # A single frame has no motion at all: that is a static camera, not missing texture.

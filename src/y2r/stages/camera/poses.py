@@ -46,7 +46,13 @@ from y2r.stages.camera.intrinsics import K_from_focal
 
 @dataclass
 class PoseOptions:
-    keyframe_parallax_px: float = 12.0
+    keyframe_parallax_px: float = 24.0
+    # ... and at least this many keyframes per clip, evenly spread where motion alone gives fewer.
+    # Why: the focal is observed only through how the views' rotations and translations combine;
+    # a slow sideways clip reaching 12 px of median motion three times has three views, whose
+    # focal is uncertain (1% marginal std on the synthetic pan) and easily biased by a sliding
+    # object (+37% on the occluder scene); 16 views brought both within 0.5%.
+    min_keyframes: int = 16
     # A keyframe is also started when fewer than this fraction of the last keyframe's tracks remain.
     keyframe_min_shared: float = 0.6
     refine: bool = True  # bundle adjustment on keyframes
@@ -82,16 +88,23 @@ class Reconstruction:
 
 
 # ----------------------------------------------------------------------------------- keyframes
-def select_keyframes(tracks: TrackSet, parallax_px: float, min_shared: float) -> np.ndarray:
-    """Frame 0, then a new keyframe whenever tracks moved (median) or thinned out enough; last frame too."""
+def select_keyframes(
+    tracks: TrackSet, parallax_px: float, min_shared: float, min_keyframes: int = 0
+) -> np.ndarray:
+    """Frame 0, then a new keyframe whenever tracks moved (median) or thinned out enough; last frame too.
+
+    ``min_keyframes`` also caps the gap between keyframes at ``(T - 1) / (min_keyframes - 1)``
+    frames, so that a short or slow clip still has that many (see ``PoseOptions.min_keyframes``).
+    """
     T = tracks.num_frames
+    max_gap = max(1, (T - 1) // (min_keyframes - 1)) if min_keyframes > 1 else T
     kfs = [0]
     for t in range(1, T):
         k = kfs[-1]
         ids, a, b = tracks.common(k, t)
         n_k = max(len(tracks.ids[k]), 1)
         moved = np.median(np.linalg.norm(b - a, axis=1)) if len(ids) else np.inf
-        if moved >= parallax_px or len(ids) < min_shared * n_k or len(ids) < 30:
+        if moved >= parallax_px or len(ids) < min_shared * n_k or len(ids) < 30 or t - k >= max_gap:
             kfs.append(t)
     if kfs[-1] != T - 1:
         kfs.append(T - 1)
@@ -262,10 +275,13 @@ class _Map:
     def observations(self, frames: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(frame-list index, track id, uv) of the map points observed in ``frames``.
 
-        A track seen by more than ``max_obs_per_point`` of the frames keeps that many observations,
-        evenly spread over its life (first and last included). Why: the reduced camera system
-        costs the sum over points of (observations)^2, and a track followed through 60 keyframes
-        would dominate it; its evenly spread subset keeps the long-range constraint it provides.
+        A track seen by more than ``max_obs_per_point`` of the frames keeps about that many
+        observations, evenly spread over its life (first and last included). Why: the reduced
+        camera system costs the sum over points of (observations)^2, and a track followed through
+        60 keyframes would dominate it; its evenly spread subset keeps the long-range constraint it
+        provides. The subset is staggered per track (a phase from the track id): with the same
+        subset for every track, the keyframes it skips would keep only the short tracks'
+        observations and their poses would float (3.8 degrees off on the synthetic pan).
         """
         ci, ti, uv = [], [], []
         for n, k in enumerate(frames):
@@ -282,10 +298,13 @@ class _Map:
         if len(count) and count.max() > cap:
             rank = np.arange(len(ti)) - np.repeat(start, count)  # position within its track
             n_obs = np.repeat(count, count)
-            # keep ranks round(j * (n - 1) / (cap - 1)), j = 0..cap-1, for tracks longer than cap
-            step = (n_obs - 1) / (cap - 1)
-            j = np.rint(rank / np.where(n_obs > cap, step, 1.0))
-            keep = (n_obs <= cap) | (np.abs(rank - np.rint(j * step)) < 0.5)
+            # Interior observations (ranks 1..n-2) fall into cap - 2 bins of width w; the first one
+            # of each bin is kept, bins shifted by a per-track phase (golden-ratio sequence).
+            w = np.maximum(n_obs - 2, 1) / max(cap - 2, 1)
+            shift = np.mod(ti * 0.6180339887498949, 1.0) * w
+            x = rank - 1
+            new_bin = np.floor((x + shift) / w) > np.floor((x - 1 + shift) / w)
+            keep = (n_obs <= cap) | (rank == 0) | (rank == n_obs - 1) | new_bin
             ci, ti, uv = ci[keep], ti[keep], uv[keep]
         return ci, ti, uv
 
@@ -435,7 +454,7 @@ def incremental_sfm(
     With ``register_all`` False only the keyframes get poses (the rest stay zero, unregistered).
     """
     kfs = (
-        select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared)
+        select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared, opt.min_keyframes)
         if keyframes is None
         else keyframes
     )
@@ -610,7 +629,7 @@ def sfm_focal_search(
     Epipolar methods (Kruppa, Mendonca-Cipolla) are unreliable for video: fundamental matrices of
     narrow, short-baseline pairs barely constrain the focal. Here each candidate focal gets a
     reconstruction of a keyframe subset (two-view init + PnP, no BA: a few ms), and is scored by the
-    median multi-view reprojection error of all tracks; a log-spaced grid and a golden-section
+    median multi-view reprojection error of all tracks; a log-spaced grid and one parabolic
     refinement find the minimum. It only needs to land in the basin of attraction of the final
     bundle adjustment, which estimates the focal jointly with everything else.
     """
@@ -642,20 +661,18 @@ def sfm_focal_search(
     if not np.isfinite(costs).any():
         return None
     i = int(np.argmin(costs))
-    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = score(np.exp(a)), score(np.exp(b))
-    for _ in range(4):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = score(np.exp(a))
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = score(np.exp(b))
-    f = float(np.exp(a if fa < fb else b))
+    f = float(grid[i])
+    # One refinement: the vertex of the parabola through the best grid point and its neighbours
+    # (in log focal). The final bundle adjustment only needs a start in its basin (it converged
+    # from 15% off), so golden-section iterations here bought nothing but time.
+    if 0 < i < len(grid) - 1 and np.isfinite(costs[i - 1 : i + 2]).all():
+        x, c = np.log(grid[i - 1 : i + 2]), costs[i - 1 : i + 2]
+        curv = c[0] - 2 * c[1] + c[2]
+        if curv > 0:
+            step = x[1] - x[0]
+            vertex = float(np.exp(x[1] + 0.5 * step * (c[0] - c[2]) / curv))
+            if score(vertex) < costs[i]:
+                f = vertex
     return f, {
         "initial_focal_px": f,
         "initial_focal_grid": {
@@ -738,7 +755,9 @@ def rotation_focal_search(
         K = K_from_focal(f, width, height)
         return float(np.median(np.concatenate([rotation_residuals(K, p)[p.h_inliers] for p in pairs])))
 
-    grid = np.geomspace(f_min, f_max, 32)
+    # Coarse (20% steps), then fine (3% steps) around the best: the rotation-only bundle
+    # adjustment refines the focal of a rotating camera; the degeneracy test needs only the valley.
+    grid = np.geomspace(f_min, f_max, 16)
     c = np.array([cost(f) for f in grid])
     i = int(np.argmin(c))
     fine = np.geomspace(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)], 13)
@@ -758,7 +777,7 @@ def rotation_only_poses(
     """Poses of a camera that only rotates about its centre (translations exactly zero)."""
     T = tracks.num_frames
     kfs = (
-        select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared)
+        select_keyframes(tracks, opt.keyframe_parallax_px, opt.keyframe_min_shared, opt.min_keyframes)
         if keyframes is None
         else keyframes
     )

@@ -13,6 +13,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+# Neighbours whose spread across their main direction is below this fraction of the spread along it
+# are treated as collinear.
+MIN_SPREAD_RATIO = 0.2
+# Largest scale change of a patch (either way) that the affine fit may imply.
+MAX_PATCH_SCALE = 4.0
+
 
 class NeighbourMotion:
     """Affine motion of each point's ``k`` nearest query neighbours.
@@ -58,8 +64,17 @@ class NeighbourMotion:
             src = self.query_uv[nb] - self.query_uv[n]  # relative to the point: well conditioned
             dst = positions[nb]
             X = np.column_stack([src, np.ones(len(nb))])
-            # Least squares; with fewer than three non-collinear neighbours the affine part is
-            # under-determined, so fall back to the neighbours' mean translation.
+            shift = np.median(dst - src, axis=0)
+            # The affine part is trusted only where the neighbours span two directions (collinear
+            # neighbours leave it under-determined, nearly collinear ones make it explode when it
+            # extrapolates to a grid corner) and the map it finds is a plausible change of a surface
+            # patch's shape; otherwise the neighbours' median translation carries the point.
+            spread = np.linalg.svd(src - src.mean(0), compute_uv=False)
+            if spread[1] < MIN_SPREAD_RATIO * spread[0]:
+                out[j] = shift
+                continue
             M, _, rank, _ = np.linalg.lstsq(X, dst, rcond=None)
-            out[j] = M[2] if rank == 3 else (dst - src).mean(0)
+            sv = np.linalg.svd(M[:2], compute_uv=False)
+            plausible = rank == 3 and sv[1] > 1.0 / MAX_PATCH_SCALE and sv[0] < MAX_PATCH_SCALE
+            out[j] = M[2] if plausible else shift
         return out
