@@ -165,6 +165,9 @@ class BuiltinHandsOptions(Section):
     min_detection_confidence: float = Field(0.5, ge=0, le=1, description="MediaPipe palm-detection threshold.")
     min_tracking_confidence: float = Field(0.5, ge=0, le=1, description="MediaPipe landmark-tracking threshold.")
     max_num_hands: int = Field(2, ge=1, le=4, description="Hands searched per frame.")
+    search: Literal["thorough", "standard", "fast"] = Field(
+        "standard", description="Search for untracked hands: standard = a budget per frame, the extra passes in "
+        "rotation; fast = full-frame palm pass only; thorough = all passes every frame (4-13x slower).")
 
 
 class WiLoROptions(Section):

@@ -2,7 +2,8 @@
 
 Needs the managed environment; the session fixture builds it (idempotent: CI runs `y2r setup`
 first, then this is a no-op). Targets from the issue: >= 70 % of the counted hands found in the
-photos with no phantom hand; a hand reported in >= 95 % of the frames where one is visible.
+photos with no phantom hand; a hand reported in >= 95 % of the frames where one is visible (with the
+default, budgeted video search); no hand reported on a hand-free synthetic clip.
 Labels: tests/data/hands/*.json (hand-made; see their _about).
 """
 
@@ -21,6 +22,7 @@ from y2r.evaluation.hand_metrics import frame_hit_rate, ranges_to_mask, score_ph
 from y2r.geometry import focal_from_fov, intrinsics_matrix
 from y2r.stages.base import Job, WorkerContext
 from y2r.stages.hands.builtin import BuiltinHands
+from y2r.synth import render
 from y2r.tools.environments import ensure_env
 from y2r.tools.worker import LaunchSpec, WorkerProcess, shim_argv
 from y2r.video import decode
@@ -96,14 +98,14 @@ def backend(mediapipe_python, tmp_path_factory):
     b.close()
 
 
-# sam2: its second half (both hands busy) keeps the test time modest; the full clips are in the report.
-@pytest.mark.parametrize("video,first", [("egoloc_video3.mp4", 0), ("sam2_03_blocks.mp4", 40)])
-def test_videos_hand_in_visible_frames_and_smoother_tracks(backend, shared, tmp_path, video, first):
+# Whole clips (egoloc_video1 is left out: 11 frames, its last one a miss, cannot show 95 %).
+@pytest.mark.parametrize("video", ["egoloc_video3.mp4", "sam2_03_blocks.mp4"])
+def test_videos_hand_in_visible_frames_and_smoother_tracks(backend, shared, tmp_path, video):
     lab = json.loads((DATA / "video_visibility.json").read_text())
     spec = lab["videos"][video]
     dec = decode(shared / "media/videos" / video, **lab["decode"])
     assert len(dec.frames) == spec["num_frames"]
-    frames = np.ascontiguousarray(dec.frames[first:])
+    frames = np.ascontiguousarray(dec.frames)
     progress = []
     job = _job(tmp_path, video, frames, 10.0)
     job.progress = lambda done, total: progress.append((done, total))
@@ -112,7 +114,7 @@ def test_videos_hand_in_visible_frames_and_smoother_tracks(backend, shared, tmp_
     assert progress and progress[-1] == (T, T)
     has = hands.left.valid | hands.right.valid
     n = spec["num_frames"]
-    r = frame_hit_rate(has, ranges_to_mask(spec["visible"], n)[first:], ranges_to_mask(spec["ambiguous"], n)[first:])
+    r = frame_hit_rate(has, ranges_to_mask(spec["visible"], n), ranges_to_mask(spec["ambiguous"], n))
     assert r["rate"] >= 0.95, r
     for side in ("left", "right"):
         h = hands.side(side)
@@ -122,3 +124,15 @@ def test_videos_hand_in_visible_frames_and_smoother_tracks(backend, shared, tmp_
             assert np.all((z > 0.1) & (z < 3.0))  # metric depth of hands in front of a camera
             q = hands.quality[side]
             assert q["jitter_after_mps2"] < q["jitter_before_mps2"]
+
+
+def test_hand_free_synthetic_clip_reports_no_hand(backend, tmp_path):
+    # The synthetic orbit scene (textured objects, a moving camera, no hand anywhere): the search
+    # runs on every frame -- palm passes, windows, confirmations -- and must report nothing.
+    clip = render("orbit", width=512, height=384, num_frames=60)
+    hands = backend.process(_job(tmp_path, "orbit", clip.rgb, 30.0))
+    assert not hands.left.valid.any() and not hands.right.valid.any()
+    shim = hands.quality["shim"]
+    assert shim["detections"] == 0
+    # it did search: the full frame and one rotating pass per frame (plus the first frame's extra passes)
+    assert shim["palm_calls"] >= 2 * 60

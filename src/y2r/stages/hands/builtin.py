@@ -38,7 +38,7 @@ def shim_options(config) -> dict:
     b = config.hands.builtin
     return {"mode": "video", "model_complexity": int(b.model_complexity), "max_num_hands": int(b.max_num_hands),
             "min_detection_confidence": float(b.min_detection_confidence),
-            "min_tracking_confidence": float(b.min_tracking_confidence)}
+            "min_tracking_confidence": float(b.min_tracking_confidence), "search": str(b.search)}
 
 
 def detections_from_npz(z, camera: CameraArtifact | None, K_fallback: np.ndarray | None = None) -> list[Detection]:
@@ -125,7 +125,8 @@ class BuiltinHands(Backend):
             raise ToolError(f"mediapipe: detections for {int(z['num_frames'])} frames, camera has {T}")
         detections = detections_from_npz(z, camera)
         artifact, quality = build_hands(detections, T, fps, self.config.hands.temporal)
-        quality["shim"] = {k: result.get(k) for k in ("detections", "elapsed_s", "fps", "palm_calls", "landmark_calls")}
+        quality["shim"] = {k: result.get(k) for k in ("detections", "elapsed_s", "cpu_s", "fps", "palm_calls",
+                                                      "landmark_calls")}
         quality["depth_anchored"] = int(sum(bool(d.payload.depth_anchored) for d in detections))
         out.unlink(missing_ok=True)  # intermediate; the artifact holds everything downstream needs
         return artifact
