@@ -39,6 +39,8 @@ class BundleResult:
     iterations: int
     converged: bool
     focal_std: float | None = None  # marginal std of the focal (pixels) when it was optimised
+    # ... and its cluster-robust version, points as clusters (see ``bundle_adjust``)
+    focal_std_tracks: float | None = None
 
 
 def reprojection(R, t, X, focal, pp, cam_idx, pt_idx, uv):
@@ -263,9 +265,10 @@ def bundle_adjust(
         A = np.zeros((nc, nc))
         for k in range(nf):
             A[k * dof : (k + 1) * dof, k * dof : (k + 1) * dof] = Ablk[k]
-        lin = {"A": A, "g_c": g_c, "V": V, "g_p": g_p, "W": Wobs, "w": w}
+        lin = {"A": A, "g_c": g_c, "V": V, "g_p": g_p, "W": Wobs, "w": w, "Jc": Jc, "Jp": Jp}
         if optimize_focal:
             Jf = np.stack([xn, yn], 1)  # d(u,v)/df
+            lin["Jf"] = Jf
             wJf = Jf * w[:, None]
             A[fcol, : nf * dof] = st.by_slot.sum(np.matmul(JcT, wJf[mf, :, None])[:, :, 0]).reshape(-1)
             A[: nf * dof, fcol] = A[fcol, : nf * dof]
@@ -503,13 +506,29 @@ def bundle_adjust(
         state, it, converged = focal_predictor_corrector(state, levenberg_marquardt, max_iterations)
     R, t, X, focal, res, Xc, Y, norm, cost = state
 
-    focal_std = None
+    focal_std = focal_std_tracks = None
     if optimize_focal and nc:
         lin = linearize(R, X, focal, res, Xc, Y, norm)
-        _, S, _ = reduced(lin, 0.0, explicit=True)
-        focal_std = _focal_marginal_std(
-            S, lin["w"], norm, t, st.free, dof, rotation_only, fcol, 2 * M - nc - 3 * P
-        )
+        _, S, Vinv = reduced(lin, 0.0, explicit=True)
+        h_c = _focal_row(S, t, st.free, dof, rotation_only, fcol)
+        if h_c is None or h_c[fcol] <= 0:
+            focal_std = focal_std_tracks = float("inf")
+        else:
+            # Classic marginal: (H^-1)_ff sigma^2, sigma^2 from the weighted residuals.
+            sigma2 = float(np.sum(lin["w"] * norm**2) / max(2 * M - nc - 3 * P, 1))
+            focal_std = float(np.sqrt(h_c[fcol] * sigma2))
+            # Cluster-robust ("sandwich") marginal with one cluster per point: e_f^T H^-1 B H^-1 e_f,
+            # B = sum over points of g_p g_p^T, g_p the gradient of point p's observations. It
+            # does not assume that observations are independent (a KLT track's errors along its
+            # life are not) nor that the model is right for every point (a slowly sliding object
+            # pulls the focal, and its few points then carry most of the sum).
+            h_p = back_substitute(lin, Vinv, h_c, np.zeros((P, 3)))
+            Jh = np.matmul(lin["Jp"], h_p[pt_idx][:, :, None])[:, :, 0]
+            if nf:
+                Jh[mf] += np.matmul(lin["Jc"][mf], h_c[: nf * dof].reshape(nf, dof)[st.slot][:, :, None])[:, :, 0]
+            Jh += lin["Jf"] * h_c[fcol]
+            score = np.bincount(pt_idx, np.sum(res * Jh, 1) * lin["w"], minlength=P)
+            focal_std_tracks = float(np.sqrt(np.sum(score**2)))
     inl = norm < 3 * huber_px
     rms = float(np.sqrt(np.mean(norm[inl] ** 2))) if inl.any() else float("inf")
     return BundleResult(
@@ -522,16 +541,18 @@ def bundle_adjust(
         iterations=it,
         converged=converged,
         focal_std=focal_std,
+        focal_std_tracks=focal_std_tracks,
     )
 
 
-def _focal_marginal_std(S, w, norm, t, free, dof, rotation_only, fcol, dof_res) -> float:
-    """Marginal standard deviation (pixels) of the focal at the optimum: sqrt((S^-1)_ff sigma^2).
+def _focal_row(S, t, free, dof, rotation_only, fcol) -> np.ndarray | None:
+    """The focal's column of the inverse reduced Hessian, S^-1 e_f (None if S is singular).
 
     S is the undamped reduced Hessian (points eliminated). With free translations one direction
     of S is the global scale, which no data constrain; fixing the translation coordinate that moves
-    most under it removes that gauge without changing the marginal of the focal (a gauge-invariant
-    quantity). S is Jacobi-scaled before solving: focal and translation entries differ by ~1e9.
+    most under it removes that gauge without changing anything about the focal (a gauge-invariant
+    quantity); that coordinate gets 0. S is Jacobi-scaled before solving: focal and translation
+    entries differ by ~1e9.
     """
     keep = np.ones(len(S), bool)
     if not rotation_only and len(free):
@@ -544,9 +565,9 @@ def _focal_marginal_std(S, w, norm, t, free, dof, rotation_only, fcol, dof_res) 
     e = np.zeros(len(Sk))
     e[fk] = 1.0
     try:
-        x = np.linalg.solve(Sk * d[:, None] * d[None, :], e * d)
+        x = np.linalg.solve(Sk * d[:, None] * d[None, :], e * d) * d
     except np.linalg.LinAlgError:
-        return float("inf")
-    var_f = float(x[fk] * d[fk])
-    sigma2 = float(np.sum(w * norm**2) / max(dof_res, 1))
-    return float(np.sqrt(var_f * sigma2)) if var_f > 0 else float("inf")
+        return None
+    out = np.zeros(len(S))
+    out[keep] = x
+    return out

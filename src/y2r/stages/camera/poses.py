@@ -84,6 +84,8 @@ class Reconstruction:
     focal: float
     rms_px: float  # robust reprojection RMS of the final keyframe BA
     focal_rel_std: float | None = None  # marginal std of the focal / focal (self-calibration only)
+    # ... its cluster-robust version (points as clusters: bundle_adjustment.bundle_adjust)
+    focal_rel_std_tracks: float | None = None
     stats: dict = field(default_factory=dict)
 
 
@@ -540,6 +542,9 @@ def incremental_sfm(
         focal_rel_std=(final.focal_std / final.focal)
         if (final is not None and optimize_focal and final.focal_std is not None)
         else None,
+        focal_rel_std_tracks=(final.focal_std_tracks / final.focal)
+        if (final is not None and optimize_focal and final.focal_std_tracks is not None)
+        else None,
         stats={
             "keyframes": len(kfs),
             "keyframes_registered": len(reg),
@@ -793,7 +798,7 @@ def rotation_only_poses(
         ids = tracks.ids[k]
         new = ~np.isfinite(X[ids, 0])
         X[ids[new]] = _unit_rays(K, tracks.uv[k][new]) @ R_kf[int(k)]  # R^T ray, row form
-    focal, rms, frel = float(K[0, 0]), float("nan"), None
+    focal, rms, frel, frel_tracks = float(K[0, 0]), float("nan"), None, None
     Kc = K.copy()
     frames = [int(k) for k in kfs]
     if opt.refine and len(frames) >= 2:
@@ -836,6 +841,9 @@ def rotation_only_poses(
             X[pts] = res.X / np.linalg.norm(res.X, axis=1, keepdims=True)
             focal, rms = res.focal, res.rms_px
             frel = res.focal_std / res.focal if (optimize_focal and res.focal_std is not None) else None
+            frel_tracks = (
+                res.focal_std_tracks / res.focal if (optimize_focal and res.focal_std_tracks is not None) else None
+            )
             Kc[0, 0] = Kc[1, 1] = focal
             worst = np.zeros(len(pts))
             np.maximum.at(worst, pi, res.residual_px)
@@ -874,5 +882,6 @@ def rotation_only_poses(
         focal=focal,
         rms_px=rms,
         focal_rel_std=frel,
+        focal_rel_std_tracks=frel_tracks,
         stats={"keyframes": len(kfs)},
     )

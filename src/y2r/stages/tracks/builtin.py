@@ -7,6 +7,7 @@ No GPU and no model weights. Modules:
 - ``template_alignment``: affine re-alignment of the query-frame patch (drift control, appearance);
 - ``occlusion``: the visibility evidence (image bounds, depth consistency);
 - ``lifting``: pixel + depth + K + pose -> world xyz;
+- ``anchors``: a static point's world position fused from its depth sample and the rays it was seen along;
 - ``camera_geometry``: the camera stage's output as the tracker queries it;
 - ``motion_model``: hidden points carried by their neighbours' motion;
 - ``reacquisition``: finding a lost point again by template matching;

@@ -23,9 +23,9 @@ Per frame and point, both forward and backward in time from the query frame:
 5. **Judge** (``occlusion.py``): a measurement must be inside the image, not behind a nearer
    surface in the depth map, and -- for a static point -- agree with its anchor's projection
    (Mahalanobis gate on their combined covariance: the alignment's for the measurement; the
-   camera's reprojection error plus the anchor's depth uncertainty times the parallax since it was
-   lifted for the projection); agreeing, the two are fused (a Kalman update: along an edge the
-   measurement is uncertain and the projection decides). A static point's
+   camera's reprojection error plus the anchor's own covariance projected into this frame for
+   the projection); agreeing, the two are fused (a Kalman update: along an edge the measurement
+   is uncertain and the projection decides). A static point's
    projection is itself a hypothesis that can make the point visible (partial occlusion of its
    patch, where the appearance test alone fails) when the depth map shows a surface at the
    anchor's depth there and the template agrees loosely; a measurement contradicting a static
@@ -41,7 +41,10 @@ Per frame and point, both forward and backward in time from the query frame:
 that agree with the anchor's projection (and do not contradict its depth) count up; after
 ``static_agreement_frames`` of them the point is static. An observation that disagrees replaces the
 anchor by the current 3D position and resets the count (the point is on something that moves; if
-it comes to rest it becomes static again). The last trusted anchor is kept as a fallback and tried
+it comes to rest it becomes static again). Every clean agreeing measurement also adds its ray to
+the anchor (``anchors.py``): the anchor is the least-squares point of its depth-map sample and
+those rays, so as the baseline grows it is triangulated from the point's own track rather than
+resting on one (fronto-parallel, plane-sweep) depth sample. The last trusted anchor is kept as a fallback and tried
 when the point is lost (it was dragged off by an occluder, not moved). So static/moving is decided
 per point from evidence; bad poses or missing depth simply leave points moving, tracked in 2D.
 """
@@ -53,6 +56,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from y2r.stages.tracks.anchors import prior_information, projection_covariance, ray_information, solve
 from y2r.stages.tracks.camera_geometry import CameraModel
 from y2r.stages.tracks.motion_model import NeighbourMotion
 from y2r.stages.tracks.occlusion import depth_consistent, depth_contradicts, depth_occluded, inside_image
@@ -62,6 +66,8 @@ from y2r.stages.tracks.template_alignment import TemplateAligner, window_offsets
 
 # 99% quantile of the chi-square distribution with 2 degrees of freedom (a 2D Mahalanobis gate).
 _CHI2_2DOF_99 = 9.21
+# Huber threshold (in standard deviations) of a measurement's distance to its anchor's projection.
+_HUBER_K = 1.5
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class TrackerSettings:
     static_tolerance_px: float = 3.0  # largest distance at which a measurement can agree with its anchor
     static_agreement_frames: int = 3  # agreeing observations after which a re-anchored point is static
     anchor_depth_sigma: float = 0.02  # relative depth uncertainty of an anchor lifted from the depth map
+    ray_sigma_px: float = 0.3  # smallest pixel uncertainty of a measurement added to its anchor
+    ray_min_support: float = 0.95  # share of its template a measurement needs to be added
     search_radius_px: float = 8.0  # re-acquisition search radius for a moving point just lost
     search_growth_px: float = 4.0  # ... growing by this much per frame unseen
     max_search_radius_px: float = 48.0
@@ -115,11 +123,15 @@ class _State:
     A: np.ndarray  # (N,2,2) affine shape of the query template in the image
     vel: np.ndarray  # (N,2) 2D velocity (pixels / frame)
     anchor: np.ndarray  # (N,3) world anchor (NaN: none)
-    anchor_cam: np.ndarray  # (N,3) centre of the camera the anchor was lifted from
+    anchor_info: np.ndarray  # (N,3,3) its information matrix (anchors.py) ...
+    anchor_vec: np.ndarray  # (N,3) ... and information vector
+    query_anchored: np.ndarray  # (N,) bool, the anchor is (refined from) the query-frame one
     static: np.ndarray  # (N,) bool
     agree: np.ndarray  # (N,) int, consecutive visible frames that agreed with the anchor
     fallback: np.ndarray  # (N,3) the last trusted anchor, kept after re-anchoring (NaN: none)
-    fallback_cam: np.ndarray  # (N,3) its camera centre
+    fallback_info: np.ndarray  # (N,3,3)
+    fallback_vec: np.ndarray  # (N,3)
+    fallback_query: np.ndarray  # (N,) bool
     z_last: np.ndarray  # (N,) last observed camera depth (NaN: none)
     A_capture: np.ndarray  # (N,2,2) query-template shape when the recent template was captured
     since_capture: np.ndarray  # (N,) int, frames since the recent template was captured
@@ -137,15 +149,18 @@ class _Measurements:
     A: np.ndarray  # (N,2,2) query-template shape
     ncc: np.ndarray  # (N,) appearance score of the template that matched
     cov: np.ndarray  # (N,2,2) position covariance
+    support: np.ndarray  # (N,) share of the template usable (inside the image, not covered)
 
     @classmethod
     def empty(cls, A: np.ndarray) -> _Measurements:
         N = len(A)
-        return cls(np.full((N, 2), np.nan), A.copy(), np.full(N, -1.0), np.tile(np.eye(2), (N, 1, 1)))
+        return cls(np.full((N, 2), np.nan), A.copy(), np.full(N, -1.0), np.tile(np.eye(2), (N, 1, 1)),
+                   np.zeros(N))
 
     def accept(self, idx: np.ndarray, pos: np.ndarray, A: np.ndarray, ncc: np.ndarray,
-               cov: np.ndarray) -> None:
+               cov: np.ndarray, support: np.ndarray) -> None:
         self.pos[idx], self.A[idx], self.ncc[idx], self.cov[idx] = pos, A, ncc, cov
+        self.support[idx] = support
 
     @property
     def have(self) -> np.ndarray:
@@ -210,13 +225,14 @@ class PointTracker:
             N, len(self._shape_offsets), 3)
 
         static0 = np.isfinite(anchor).all(1) & cam.poses_usable
+        info, vec = self._prior(query_frame, q, anchor)
         init = _State(
             pos=q.copy(), visible=inside_image(q, (H, W)), A=np.tile(np.eye(2), (N, 1, 1)),
             vel=np.zeros((N, 2)),
-            anchor=anchor, anchor_cam=np.tile(cam.world_T_cam[query_frame, :3, 3], (N, 1)), static=static0,
+            anchor=anchor, anchor_info=info, anchor_vec=vec, query_anchored=np.ones(N, bool), static=static0,
             # The query anchor starts trusted: the first observation that contradicts it re-anchors.
             agree=np.where(static0, s.static_agreement_frames, 0), fallback=np.full((N, 3), np.nan),
-            fallback_cam=np.full((N, 3), np.nan),
+            fallback_info=np.zeros((N, 3, 3)), fallback_vec=np.zeros((N, 3)), fallback_query=np.zeros(N, bool),
             z_last=z0,
             A_capture=np.tile(np.eye(2), (N, 1, 1)), since_capture=np.zeros(N, int), unseen=np.zeros(N, int),
         )
@@ -248,6 +264,12 @@ class PointTracker:
         }
         return out
 
+    def _prior(self, t: int, uv: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Information of anchors ``X`` lifted from frame t's depth at ``uv`` (anchors.py)."""
+        cam = self._cam
+        return prior_information(cam.K[t], cam.world_T_cam[t], uv, X, self.s.anchor_depth_sigma,
+                                 cam.projection_sigma_px)
+
     def _new_aligner(self) -> TemplateAligner:
         return TemplateAligner(self._query_smooth, self._q, radius=self.s.template_radius,
                                score_sigma=self.s.score_sigma, template_mask=self._template_mask)
@@ -272,8 +294,9 @@ class PointTracker:
         z_hint = np.where(static, z_proj, st.z_last)
         A_prior = st.A.copy()
         # (the lifted query patch belongs to the query anchor: only points still there use it)
-        si = np.flatnonzero(static & (st.anchor == self._query_anchor).all(1))
-        A_geo = cam.local_affine(t, self._shape_world[si], self._shape_offsets, proj[si])
+        si = np.flatnonzero(static & st.query_anchored)
+        A_geo = cam.local_affine(t, self._shape_world[si], self._shape_offsets,
+                                 cam.project(t, self._query_anchor[si])[0])
         has = np.isfinite(A_geo).all((1, 2))
         A_prior[si[has]] = A_geo[has]
 
@@ -315,18 +338,18 @@ class PointTracker:
             self._refine(cur, t, need, found, A_prior, z_hint, s.ncc_reacquire, m)
 
         # 5a. The measurement against the anchor: gate, fusion, occlusion by depth. The projection's
-        #    variance: the camera's reprojection error plus the anchor's depth error seen from here
-        #    (which grows with the parallax between the anchor's camera and this one).
+        #    covariance: the camera's reprojection error plus the anchor's own uncertainty seen from
+        #    here (anchors.py: depth prior and rays so far).
         have = m.have
-        far, _ = cam.project(t, st.anchor + s.anchor_depth_sigma * (st.anchor - st.anchor_cam))
-        sp2 = cam.projection_sigma_px ** 2 + np.nan_to_num((far - proj) ** 2).sum(1)
+        P = projection_covariance(cam.K[t], cam.world_T_cam[t], st.anchor, st.anchor_info)
+        P = np.where(np.isfinite(P), P, 1e6 * np.eye(2)) + cam.projection_sigma_px ** 2 * np.eye(2)
         diff = np.nan_to_num(m.pos - proj, nan=1e6)
-        S_inv = np.linalg.inv(m.cov + sp2[:, None, None] * np.eye(2))
+        S_inv = np.linalg.inv(m.cov + P)
         d2 = np.einsum("ni,nij,nj->n", diff, S_inv, diff)
         consistent = (have & np.isfinite(proj).all(1) & (d2 <= _CHI2_2DOF_99)
                       & (np.linalg.norm(diff, axis=1) <= s.static_tolerance_px))
         near = consistent & static
-        fused = proj + sp2[:, None] * np.einsum("nij,nj->ni", S_inv, diff)
+        fused = proj + np.einsum("nij,njk,nk->ni", P, S_inv, diff)
         z_meas = cam.observed_depth(t, np.where(have[:, None], m.pos, -1.0))
         occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol)
         self._counts["depth_occluded"] += int(occluded.sum())
@@ -380,19 +403,46 @@ class PointTracker:
             new.A_capture[ci] = new.A[ci]
         new.since_capture = np.where(capture, 0, st.since_capture + 1)
         # Static anchors (module docstring).
+        info = np.where(reverted[:, None, None], st.fallback_info, st.anchor_info)
+        vec = np.where(reverted[:, None], st.fallback_vec, st.anchor_vec)
         anchor = np.where(reverted[:, None], st.fallback, st.anchor)
-        anchor_cam = np.where(reverted[:, None], st.fallback_cam, st.anchor_cam)
+        query_anchored = np.where(reverted, st.fallback_query, st.query_anchored)
         agrees = vis & (use_geo | (meas_ok & consistent)) & ~depth_contradicts(
             np.where(reverted, fb_z, z_proj), z_obs, tol)
         reanchor = vis & ~agrees
         new.agree = np.where(reverted, s.static_agreement_frames,
                              np.where(vis, np.where(agrees, st.agree + 1, 0), st.agree))
-        keep = (reanchor & st.static)[:, None]
-        new.fallback = np.where(keep, st.anchor, st.fallback)
-        new.fallback_cam = np.where(keep, st.anchor_cam, st.fallback_cam)
+        keep = reanchor & st.static
+        new.fallback = np.where(keep[:, None], st.anchor, st.fallback)
+        new.fallback_info = np.where(keep[:, None, None], st.anchor_info, st.fallback_info)
+        new.fallback_vec = np.where(keep[:, None], st.anchor_vec, st.fallback_vec)
+        new.fallback_query = np.where(keep, st.query_anchored, st.fallback_query)
+        # An image measurement that agrees with the anchor adds its ray to it (anchors.py); the
+        # measurement itself, not the fused position (which already leans on the anchor).
+        # Only clean measurements: a whole template that matches well (an occluder's edge creeping
+        # over the patch biases the fit before it fails it), weighed down (Huber) when far from
+        # the anchor's projection for their noise.
+        seen = (agrees & meas_ok & consistent & ~reverted & ~use_geo & (m.ncc >= s.ncc_reacquire)
+                & (m.support >= s.ray_min_support))
+        ri = np.flatnonzero(seen & np.isfinite(anchor).all(1))
+        if ri.size:
+            dist = np.linalg.norm(anchor[ri] - cam.world_T_cam[t, :3, 3], axis=1)
+            sig = np.sqrt(np.maximum(0.5 * np.einsum("nii->n", m.cov[ri]), s.ray_sigma_px ** 2))
+            r = np.linalg.norm(m.pos[ri] - proj[ri], axis=1)
+            sig = sig * np.sqrt(np.maximum(1.0, r / (_HUBER_K * sig)))
+            r_info, r_vec = ray_information(cam.K[t], cam.world_T_cam[t], m.pos[ri], dist, sig)
+            info[ri] += r_info
+            vec[ri] += r_vec
+            refined = solve(info[ri], vec[ri])
+            ok = np.isfinite(refined).all(1)
+            anchor[ri[ok]] = refined[ok]
         relifted = cam.lift(t, pos_safe, cam.anchor_depth(z_obs))
+        re = np.flatnonzero(reanchor)
+        if re.size:
+            info[re], vec[re] = self._prior(t, pos_safe[re], relifted[re])
         new.anchor = np.where(reanchor[:, None], relifted, anchor)
-        new.anchor_cam = np.where(reanchor[:, None], cam.world_T_cam[t, :3, 3], anchor_cam)
+        new.anchor_info, new.anchor_vec = info, vec
+        new.query_anchored = query_anchored & ~reanchor
         new.static = new.agree >= s.static_agreement_frames
 
         out.uv[t] = new.pos
@@ -437,7 +487,7 @@ class PointTracker:
         in_image = self._aligner.support(cur.shape, res.centre, res.A, idx)
         ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= ncc_threshold)
               & (in_image >= s.min_in_image) & (res.support >= s.min_support))
-        m.accept(idx[ok], res.centre[ok], res.A[ok], res.ncc[ok], res.cov[ok])
+        m.accept(idx[ok], res.centre[ok], res.A[ok], res.ncc[ok], res.cov[ok], np.minimum(res.support, in_image)[ok])
 
     def _refine_recent(self, cur: FlowFrame, t: int, idx: np.ndarray, start: np.ndarray, A: np.ndarray,
                        A_capture: np.ndarray, z_hint: np.ndarray, m: _Measurements) -> None:
@@ -460,7 +510,7 @@ class PointTracker:
         in_image = self._recent.support(cur.shape, res.centre, res.A, idx)
         ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= s.ncc_visible)
               & (in_image >= s.min_in_image) & (guard >= s.ncc_drift_guard))
-        m.accept(idx[ok], res.centre[ok], A_query[ok], res.ncc[ok], res.cov[ok])
+        m.accept(idx[ok], res.centre[ok], A_query[ok], res.ncc[ok], res.cov[ok], np.minimum(res.support, in_image)[ok])
         self._counts["recent_template"] += int(ok.sum())
 
     def _hypothesis(self, t: int, cur: FlowFrame, which: np.ndarray, uv: np.ndarray, z: np.ndarray,
