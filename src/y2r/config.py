@@ -65,7 +65,7 @@ class Intrinsics(Section):
 
 class BuiltinCameraOptions(Section):
     max_features: int = Field(1000, ge=50, description="Corners tracked per frame for pose estimation.")
-    keyframe_parallax_px: float = Field(24.0, gt=0, description="Median feature motion that starts a new keyframe.")
+    keyframe_parallax_px: float = Field(40.0, gt=0, description="Median feature motion that starts a new keyframe.")
     refine: bool = Field(True, description="Bundle-adjust keyframe poses (and focal when not given).")
     depth: Literal["plane_sweep", "none"] = Field("plane_sweep", description="Dense depth method; none marks all depth invalid.")
     depth_planes: int = Field(64, ge=8, le=512, description="Depth hypotheses per plane sweep.")

@@ -54,7 +54,7 @@ def reprojection(R, t, X, focal, pp, cam_idx, pt_idx, uv):
 
 # Self-calibration (see ``focal_predictor_corrector``): LM iterations of each corrector, and the
 # relative focal change under which the outer iteration stops.
-INNER_ITERATIONS = 4
+INNER_ITERATIONS = 2
 FOCAL_TOLERANCE = 2e-4
 # Largest camera-by-point matrix G (entries) for which the Schur complement is formed as a dense
 # G G^T (one BLAS product); above it G is a sparse matrix (one block per observation), whose

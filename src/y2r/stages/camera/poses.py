@@ -46,7 +46,7 @@ from y2r.stages.camera.intrinsics import K_from_focal
 
 @dataclass
 class PoseOptions:
-    keyframe_parallax_px: float = 24.0
+    keyframe_parallax_px: float = 40.0
     # ... and at least this many keyframes per clip, evenly spread where motion alone gives fewer.
     # Why: the focal is observed only through how the views' rotations and translations combine;
     # a slow sideways clip reaching 12 px of median motion three times has three views, whose
