@@ -8,7 +8,7 @@ import pytest
 
 from y2r.config import CameraConfig
 from y2r.evaluation.camera_metrics import camera_report
-from y2r.stages.camera.builtin import reconstruct
+from y2r.stages.camera.builtin import MAX_FOCAL_REL_STD, reconstruct
 from y2r.synth import render
 
 from .camera_clips import meta_for
@@ -35,7 +35,8 @@ def test_unobservable_focal_falls_back_and_says_so():
     clip, art = _run("pan")
     assert art.quality["degenerate"] is None
     assert art.quality["focal_source"] == "fallback_prior"
-    assert art.quality["self_calibration_rejected"]["focal_rel_std"] > 0.01
+    assert art.quality["self_calibration_rejected"]["focal_rel_std_tracks"] > MAX_FOCAL_REL_STD
+    assert any("self-calibration rejected" in w for w in art.quality["warnings"])  # never silently
     r = camera_report(art.K, art.world_T_cam, None, None, clip.K, clip.c2w)
     assert r["ate_pct_path"] < 2.0  # poses stay usable with the wrong focal
 
