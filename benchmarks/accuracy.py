@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -65,7 +66,9 @@ def main() -> int:
         print("|---|---|---|---|---|---|")
         for name, r in videos["videos"].items():
             jit = "; ".join(f"{s} {j['jitter_before_mps2']:.1f} → {j['jitter_after_mps2']:.1f}"
-                            for s, j in r["jitter"].items() if j.get("jitter_before_mps2") is not None)
+                            for s, j in r["jitter"].items()
+                            # a side never seen in the clip has no jitter (NaN): leave it out
+                            if j.get("jitter_before_mps2") is not None and not math.isnan(j["jitter_before_mps2"]))
             print(f"| {name} | {r['hit_frames']}/{r['visible_frames']} | {r['rate']:.1%} | {r['missed']} | "
                   f"{r['frames_per_s']:.1f} | {jit} |")
         print(f"\nall videos: {videos['hit_rate']:.1%} of visible frames have a hand")

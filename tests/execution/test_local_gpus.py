@@ -221,7 +221,12 @@ def test_sigkill_of_a_simulated_gpu_worker_then_ctrl_c_leave_no_process(tmp_path
         victim = gpu_worker()
         assert victim is not None
         victim.send_signal(signal.SIGKILL)
-        time.sleep(2.0)  # the driver sees the crash, re-queues the task and starts a new worker
+        # the driver sees the crash, records it, re-queues the task and starts a new worker (poll the
+        # ledger rather than sleep: on a loaded machine this can take more than a few seconds)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ("failed", "crash") not in attempts(out, "v0", "camera"):
+            time.sleep(0.2)
+        time.sleep(0.5)
         assert p.poll() is None, "the run ended before Ctrl-C"
         p.send_signal(signal.SIGINT)
         log, _ = p.communicate(timeout=60)
