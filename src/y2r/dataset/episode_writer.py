@@ -74,7 +74,7 @@ def write_episode(
     config_yaml: str,
     backends: dict,
     compression: str | None = "gzip",
-    level: int = 4,
+    level: int = 1,
     store_rgb: bool = True,
     store_depth: bool = True,
     progress: Callable[[int, int], None] | None = None,
