@@ -203,7 +203,10 @@ def test_sigkill_of_a_simulated_gpu_worker_then_ctrl_c_leave_no_process(tmp_path
     tag = uuid.uuid4().hex
     args = [sys.executable, "-m", "y2r.cli", "run", *map(str, vids), "-o", str(out), "-w", "1", "-q"]
     for s in ["ingest.width=64", "ingest.height=48", "camera.backend=synthetic", "tracks.backend=synthetic",
-              "hands.backend=synthetic", "tracks.synthetic.s_per_frame=0.3", *sim_sets(s_per_frame=0.3)]:
+              "hands.backend=synthetic", "tracks.synthetic.s_per_frame=0.3", *sim_sets(s_per_frame=0.3),
+              # one camera worker on the GPU, so the worker found below is the one running v0 (with
+              # more, the scheduler may pack a second one, and the victim could be idle or on v1)
+              "execution.gpus.max_workers_per_gpu=1"]:
         args += ["--set", s]
     p = subprocess.Popen(args, env={**os.environ, "Y2R_TEST_TAG": tag}, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
