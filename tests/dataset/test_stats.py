@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from episode_samples import write_sample
 
 from y2r.dataset.reader import Episode
 from y2r.dataset.stats import QUANTILES, RunningStats, quantile_key, write_stats
@@ -104,3 +106,71 @@ def test_approximate_quantiles_of_a_large_stream():
 def test_empty_out_root(tmp_path):
     doc = json.loads(write_stats(tmp_path).read_text())
     assert doc["episodes"] == 0 and doc["keys"] == {}
+
+
+def _moments(doc: dict, key: str) -> dict:
+    return {k: doc["keys"][key][k] for k in ("count", "mean", "std", "min", "max")}
+
+
+def test_a_rerun_reads_only_new_episodes_and_equals_a_full_pass(out_root, tmp_path, monkeypatch):
+    from y2r.dataset import stats as stats_mod
+    from y2r.dataset.stats import STATE_FILE
+
+    # the reference: all four episodes in one pass
+    ref_root = tmp_path / "REF"
+    (ref_root / "episodes").mkdir(parents=True)
+    for p in (out_root / "episodes").glob("*.h5"):
+        (ref_root / "episodes" / p.name).write_bytes(p.read_bytes())
+    write_sample(ref_root / "episodes" / "clip3.h5", T=9, seed=3, video_id="clip3")
+    ref = json.loads(write_stats(ref_root).read_text())
+
+    write_stats(out_root)
+    assert (out_root / STATE_FILE).exists()
+    read: list[str] = []
+    real = stats_mod.episode_stats
+    monkeypatch.setattr(stats_mod, "episode_stats", lambda p, r: read.append(Path(p).name) or real(p, r))
+    # nothing new: nothing read, same document
+    before = (out_root / "stats.json").read_text()
+    write_stats(out_root)
+    assert read == [] and json.loads((out_root / "stats.json").read_text())["keys"] == json.loads(before)["keys"]
+    # one new episode: only it is read, and the moments equal a full pass over all four
+    (out_root / "episodes" / "clip3.h5").write_bytes((ref_root / "episodes" / "clip3.h5").read_bytes())
+    doc = json.loads(write_stats(out_root).read_text())
+    assert read == ["clip3.h5"]
+    assert doc["episodes"] == ref["episodes"] == 4 and doc["frames"] == ref["frames"]
+    for key in ("depth/depth", "tracks/xyz_world", "hands/left/joints_cam", "camera/K"):
+        got, want = _moments(doc, key), _moments(ref, key)
+        assert got["count"] == want["count"], key
+        for stat in ("mean", "std", "min", "max"):
+            np.testing.assert_allclose(got[stat], want[stat], rtol=1e-9, err_msg=f"{key} {stat}")
+    # exact quantiles survive the state: equal to the full pass
+    xyz = doc["keys"]["tracks/xyz_world"]
+    assert xyz["exact_quantiles"] is True
+    np.testing.assert_allclose(xyz["q50"], ref["keys"]["tracks/xyz_world"]["q50"], rtol=1e-12)
+
+
+def test_a_replaced_or_removed_episode_triggers_a_full_recompute(out_root, monkeypatch):
+    from y2r.dataset import stats as stats_mod
+
+    write_stats(out_root)
+    read: list[str] = []
+    real = stats_mod.episode_stats
+    monkeypatch.setattr(stats_mod, "episode_stats", lambda p, r: read.append(Path(p).name) or real(p, r))
+    # re-written episode (new content, new size/mtime): moments cannot be un-merged, so all are read
+    write_sample(out_root / "episodes" / "clip1.h5", T=5, seed=7, video_id="clip1")
+    doc = json.loads(write_stats(out_root).read_text())
+    assert sorted(read) == ["clip0.h5", "clip1.h5", "clip2.h5"] and doc["frames"] == 8 + 5 + 6
+    read.clear()
+    (out_root / "episodes" / "clip2.h5").unlink()
+    doc = json.loads(write_stats(out_root).read_text())
+    assert sorted(read) == ["clip0.h5", "clip1.h5"] and doc["episodes"] == 2 and doc["frames"] == 8 + 5
+
+
+def test_a_corrupt_state_is_recomputed_not_trusted(out_root):
+    from y2r.dataset.stats import STATE_FILE
+
+    first = json.loads(write_stats(out_root).read_text())
+    (out_root / STATE_FILE).write_bytes(b"not an npz")
+    doc = json.loads(write_stats(out_root).read_text())
+    assert doc["episodes"] == first["episodes"] == 3
+    assert _moments(doc, "depth/depth") == _moments(first, "depth/depth")
