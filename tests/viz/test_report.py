@@ -116,3 +116,40 @@ def test_quality_issues():
         "tracks visible 10%": "warn",
         "hands in 5% of frames": "warn",
     }
+
+
+def test_cards_are_reused_until_their_episode_or_overlay_changes(out_root, monkeypatch):
+    from y2r.viz import report
+
+    write_manifest(out_root, [])
+    first = write_report(out_root).read_text()
+    drawn: list[str] = []
+    real = report._render_card
+    monkeypatch.setattr(report, "_render_card", lambda root, row, issues: drawn.append(row["id"]) or real(root, row, issues))
+
+    def body(text):  # the report without its generation time
+        return re.sub(r"generated [^<]*", "", text)
+
+    # nothing changed: no card is drawn again, the page is the same
+    assert body(write_report(out_root).read_text()) == body(first) and drawn == []
+    # an overlay video appears for one episode: only its card is redrawn, and it links the video
+    overlay_path(out_root, "room_orbit").parent.mkdir(exist_ok=True)
+    overlay_path(out_root, "room_orbit").write_bytes(b"")
+    text = write_report(out_root).read_text()
+    assert drawn == ["room_orbit"] and '<video src="viz/room_orbit.overlay.mp4"' in text
+    # the episode file is rewritten: its card is redrawn
+    drawn.clear()
+    room_orbit_episode(out_root / "episodes" / "room_orbit.h5")
+    write_report(out_root)
+    assert drawn == ["room_orbit"]
+
+
+def test_an_unreadable_episode_card_is_not_cached(out_root):
+    write_manifest(out_root, [])
+    write_report(out_root)
+    p = out_root / "episodes" / "shaky_clip.h5"
+    p.write_bytes(b"not hdf5 any more")
+    text = write_report(out_root).read_text()
+    assert re.search(r'class="card bad" id="ep-shaky_clip"><h3>shaky_clip</h3><div class="err">', text)
+    cached = [c.read_text() for c in (out_root / "viz" / ".cards").glob("*.html")]
+    assert len(cached) == 2 and not any('class="err"' in c for c in cached)

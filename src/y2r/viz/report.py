@@ -9,6 +9,11 @@ Everything is inline (CSS, a few lines of JS for the table filter, images as dat
 SVG), so the file can be mailed or opened from any folder. Drawing uses OpenCV; there is no
 matplotlib dependency.
 
+Cards are cached (``OUT/viz/.cards/``, keyed by the episode file's size and mtime, its manifest row,
+its flags and its overlay video): every run ends by rewriting the report, and rendering a card reads
+and draws frames (~0.4 s for a 10-second episode), so without the cache a no-op re-run of a large
+dataset would spend over a minute redrawing up to ``max_detailed`` unchanged cards.
+
 Quality highlights (thresholds below): a degenerate camera estimate and failed / unreadable videos
 are errors (red); relative (non-metric) scale, little valid depth, few visible tracks, and hands
 seen in almost no frames are warnings (amber).
@@ -17,6 +22,7 @@ seen in almost no frames are warnings (amber).
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
@@ -40,6 +46,8 @@ MIN_DEPTH_VALID = 0.5
 MIN_TRACKS_VISIBLE = 0.3
 MIN_HANDS_SEEN = 0.2  # of frames, for the better-seen hand
 THUMB_WIDTH = 200
+CARD_CACHE = Path("viz") / ".cards"
+CARD_VERSION = 1  # bump when a card's HTML changes, so cached cards are redrawn
 
 
 # ------------------------------------------------------------------------------------ quality
@@ -335,7 +343,49 @@ def _badges(issues: list[tuple[str, str]]) -> str:
     return "".join(f'<span class="badge {lv}">{html.escape(t)}</span>' for lv, t in issues)
 
 
-def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]) -> str:
+def _file_key(p: Path) -> list[int] | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _overlay_candidates(root: Path, row: dict[str, Any]) -> list[Path]:
+    # `y2r overlay` writes next to the episode by default; the pipeline's place is OUT/viz/.
+    return [overlay_path(root, row["id"]), (root / str(row["path"])).with_suffix(".overlay.mp4")]
+
+
+def cached_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]) -> str:
+    """``_render_card``, reused from OUT/viz/.cards when nothing it depends on has changed."""
+    path = root / str(row["path"])
+    fp = _file_key(path)
+    if fp is None:
+        return _render_card(root, row, issues)[0]
+    deps = [CARD_VERSION, fp, row, issues, [_file_key(c) for c in _overlay_candidates(root, row)]]
+    key = hashlib.sha256(json.dumps(deps, sort_keys=True, default=str).encode()).hexdigest()
+    cache = root / CARD_CACHE / f"{hashlib.sha256(str(row['id']).encode()).hexdigest()[:24]}.html"
+    head = f"<!-- {key} -->\n"
+    try:
+        text = cache.read_text(encoding="utf-8")
+        if text.startswith(head):
+            return text[len(head):]
+    except OSError:
+        pass
+    card, drawn = _render_card(root, row, issues)
+    if drawn:  # an unreadable episode's error card is not kept: the next run tries again
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_text(head + card, encoding="utf-8")
+            os.replace(tmp, cache)
+        except OSError:  # a read-only OUT still gets its report
+            pass
+    return card
+
+
+def _render_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]) -> tuple[str, bool]:
+    """One episode's card, and whether the episode could be read (else the card shows the error)."""
     path = root / str(row["path"])
     try:
         with Episode(path) as ep:
@@ -348,7 +398,7 @@ def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]
         return (
             f'<div class="card bad" id="ep-{html.escape(row["id"])}"><h3>{html.escape(row["id"])}</h3>'
             f'<div class="err">{html.escape(msg)}</div></div>'
-        )
+        ), False
     fps = row.get("fps") or 0
     strip = "".join(
         f'<figure><img src="{uri}" width="{THUMB_WIDTH}" alt="frame {t}"><figcaption>frame {t} · '
@@ -363,9 +413,7 @@ def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]
     )
     links = [f'<a href="{html.escape(str(row["path"]))}">episode file</a>']
     video = ""
-    # `y2r overlay` writes next to the episode by default; the pipeline's place is OUT/viz/.
-    candidates = [overlay_path(root, row["id"]), (root / str(row["path"])).with_suffix(".overlay.mp4")]
-    ov = next((c for c in candidates if c.exists()), None)
+    ov = next((c for c in _overlay_candidates(root, row) if c.exists()), None)
     if ov is not None:
         rel = html.escape(str(ov.relative_to(root)))
         links.append(f'<a href="{rel}">overlay video</a>')
@@ -390,7 +438,7 @@ def _episode_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]
 {f'<div class="strip" style="margin-top:4px">{dstrip}</div>' if dstrip else ""}
 <div class="row"><div><b>camera path (top view)</b><br>{traj}</div>
 <div><b>timeline</b><br>{timeline}</div>{video}</div>
-</div>"""
+</div>""", True
 
 
 def _stats_table(stats: dict[str, Any]) -> str:
@@ -464,7 +512,7 @@ def render_report(out_root: str | Path, *, max_detailed: int = 200) -> str:
         table_rows.append(f'<tr class="{lvl if lvl != "ok" else ""}">{"".join(cells)}</tr>')
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _TABLE_COLUMNS)
 
-    cards = [_episode_card(root, r, issues[r["id"]]) for r in ok[:max_detailed]]
+    cards = [cached_card(root, r, issues[r["id"]]) for r in ok[:max_detailed]]
     more = (
         f"<p class='sub'>{len(ok) - max_detailed} more episodes are in the table only.</p>"
         if len(ok) > max_detailed
