@@ -82,22 +82,35 @@ class RunningStats:
     # ---------------------------------------------------------------- updates
     def update(self, rows: np.ndarray) -> None:
         """Add rows ``(n, C)`` (or ``(n,)`` when C == 1)."""
-        x = np.asarray(rows, dtype=np.float64).reshape(-1, len(self.components))
+        x = np.asarray(rows)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float64)
+        x = x.reshape(-1, len(self.components))
         if x.shape[0] == 0:
             return
         fin = np.isfinite(x)
-        n_b = fin.sum(0)
-        xz = np.where(fin, x, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_b = np.where(n_b > 0, xz.sum(0) / np.maximum(n_b, 1), 0.0)
-            m2_b = (np.where(fin, x - mean_b, 0.0) ** 2).sum(0)
+        if fin.all():
+            # The common case (depth pixels, visible tracks): moments accumulated in float64 straight
+            # from the stored dtype, without float64 copies and masks of millions of rows.
+            n_b = np.full(len(self.components), x.shape[0], np.int64)
+            mean_b = x.mean(0, dtype=np.float64)
+            m2_b = x.var(0, dtype=np.float64) * x.shape[0]
+            lo, hi = x.min(0).astype(np.float64), x.max(0).astype(np.float64)
+        else:
+            x = x.astype(np.float64, copy=False)
+            n_b = fin.sum(0)
+            xz = np.where(fin, x, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_b = np.where(n_b > 0, xz.sum(0) / np.maximum(n_b, 1), 0.0)
+                m2_b = (np.where(fin, x - mean_b, 0.0) ** 2).sum(0)
+            lo, hi = np.where(fin, x, np.inf).min(0), np.where(fin, x, -np.inf).max(0)
         self._merge_moments(n_b, mean_b, m2_b)
-        self.min = np.minimum(self.min, np.where(fin, x, np.inf).min(0))
-        self.max = np.maximum(self.max, np.where(fin, x, -np.inf).max(0))
+        self.min = np.minimum(self.min, lo)
+        self.max = np.maximum(self.max, hi)
         seen = x.shape[0]
         if seen > self.capacity:
             x = x[self.rng.choice(seen, self.capacity, replace=False)]
-        self._merge_sample(x, seen)
+        self._merge_sample(x.astype(np.float64, copy=False), seen)
 
     def merge(self, other: RunningStats) -> RunningStats:
         """Fold ``other`` into this one (same components); returns self."""
