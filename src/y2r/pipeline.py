@@ -309,10 +309,15 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
         display.start(totals, done_counts)
         driver = Driver(config=config, out=out, store=store, ledger=ledger, scheduler=sched, transport=transport,
                         plans=plan.plans, display=display, run_id=run_id,
-                        status_name="status.json" if shard is None else f"status-shard-{shard[0]}-of-{shard[1]}.json")
-        report = driver.run()
-        ledger.finish_run(run_id, "interrupted" if report.interrupted else ("failed" if report.failed else "ok"))
-        finalize_dataset(out, ledger)
+                        status_name="status.json" if shard is None else f"status-shard-{shard[0]}-of-{shard[1]}.json",
+                        wait_for_workers=False)
+        try:
+            report = driver.run()
+            ledger.finish_run(run_id, "interrupted" if report.interrupted else ("failed" if report.failed else "ok"))
+            # the workers have been told to die; the dataset files are written while they exit
+            finalize_dataset(out, ledger)
+        finally:
+            transport.wait_closed()  # no worker process outlives run(), whatever happened
         return RunResult(report, out, len(plan.plans), done_counts["episode"])
     finally:
         ledger.close()

@@ -87,7 +87,8 @@ class Transport(Protocol):
     def stop_worker(self, worker_id: str, post: Post) -> None: ...
     def kill_worker(self, worker_id: str) -> None: ...
     def gpu_memory_mb(self, worker_id: str) -> float | None: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None: ...
+    def wait_closed(self) -> None: ...
 
 
 @dataclass
@@ -125,7 +126,7 @@ class _Running:
 class Driver:
     def __init__(self, *, config: Config, out: Path, store: ArtifactStore, ledger: Ledger, scheduler: Scheduler,
                  transport: Transport, plans: dict[str, VideoPlan], display: RunDisplay, run_id: int | None = None,
-                 cpu_threads: int = 1, status_name: str = "status.json"):
+                 cpu_threads: int = 1, status_name: str = "status.json", wait_for_workers: bool = True):
         self.config = config
         self.out = Path(out)
         self.logs = self.out / "logs"
@@ -138,6 +139,9 @@ class Driver:
         self.run_id = run_id
         self.cpu_threads = cpu_threads
         self.status_name = status_name  # shards of an array share OUT: one live status file each
+        # False: run() returns once every worker has been told to die, and the caller must call
+        # transport.wait_closed() (the pipeline writes the dataset files while the workers exit).
+        self.wait_for_workers = wait_for_workers
         self.events: queue.Queue = queue.Queue()
         self.running: dict[tuple[str, str], _Running] = {}
         self.worker_task: dict[str, tuple[str, str]] = {}
@@ -194,7 +198,7 @@ class Driver:
         return self.report
 
     def _shutdown(self, interrupted: bool) -> None:
-        self.transport.shutdown()  # kills every worker's process group (or Ray actor)
+        self.transport.shutdown(wait=self.wait_for_workers)  # kills every worker's process group (or Ray actor)
         for key in self.scheduler.requeue_running():
             self.ledger.requeue(*key)
         for r in self.running.values():

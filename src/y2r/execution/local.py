@@ -55,6 +55,7 @@ class LocalTransport:
         self._closed = False
         self._starting: list[threading.Thread] = []
         self._stopping: dict[str, WorkerProcess] = {}  # being stopped politely; shutdown kills them
+        self._closing: list[tuple[list[WorkerProcess], list[threading.Thread]]] = []  # killed, maybe not gone yet
 
     def _env(self, gpu: int | None) -> dict[str, str]:
         t = str(self.threads)
@@ -185,7 +186,12 @@ class LocalTransport:
     def pids(self) -> dict[str, int]:
         return {k: w.pid for k, w in self.workers.items() if w.pid}
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
+        """Kill every worker's process group; with ``wait=False`` return at once (then ``wait_closed``).
+
+        Workers take ~1 s to exit (interpreter teardown, tool children): the pipeline writes the
+        dataset-level files meanwhile instead of after.
+        """
         self._closed = True
         with self._lock:
             workers = list(self.workers.values()) + list(self._stopping.values())
@@ -193,13 +199,21 @@ class LocalTransport:
         threads = [threading.Thread(target=w.kill, kwargs={"grace_s": 2.0}, daemon=True) for w in workers]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(timeout=15)
-        for t in self._starting:
-            t.join(timeout=5)
-        for w in workers:  # a start that raced the first kill
-            if w.alive():
-                w.kill(grace_s=1.0)
+        self._closing.append((workers, threads))
+        if wait:
+            self.wait_closed()
+
+    def wait_closed(self) -> None:
+        """Return when every worker process started by this transport is gone."""
+        while self._closing:
+            workers, threads = self._closing.pop()
+            for t in threads:
+                t.join(timeout=15)
+            for t in self._starting:
+                t.join(timeout=5)
+            for w in workers:  # a start that raced the first kill
+                if w.alive():
+                    w.kill(grace_s=1.0)
 
 
 def default_cpu_workers() -> int:

@@ -623,7 +623,10 @@ class RayTransport:
         if mb is not None:
             self._gpu_mb[worker_id] = mb
 
-    def shutdown(self) -> None:
+    def wait_closed(self) -> None:
+        """Nothing to wait for: ``shutdown`` always waits (the actors hold the worker processes)."""
+
+    def shutdown(self, wait: bool = True) -> None:  # noqa: ARG002 - always waits, see wait_closed
         self._closed = True
         with self._lock:
             actors = list(self.actors.items()) + list(self._stopping.items())
