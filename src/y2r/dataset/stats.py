@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -256,7 +257,7 @@ class StatsSet:
         meta = {"version": 1, "reservoir": self.reservoir, "seed": str(self.seed), "episodes_count": self.episodes,
                 "frames": self.frames, "keys": keys, "episodes": episodes}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # shards on several hosts share OUT
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
@@ -394,7 +395,10 @@ def write_stats(out_root: str | Path, reservoir: int = RESERVOIR_SIZE) -> Path:
     skipped_names = {Path(x["path"]).name for x in skipped}
     held = {**held, **{Path(p).name: current[Path(p).name] for p in new if Path(p).name not in skipped_names}}
     if new or not state_path.exists():
-        total.save(state_path, held)
+        try:
+            total.save(state_path, held)
+        except OSError:  # only a cache: stats.json is still written (and will say if that fails)
+            pass
     doc = {
         "schema": "y2r.stats",
         "version": 1,
