@@ -41,6 +41,20 @@ def test_docs_cli_is_generated_from_the_help():
         "open(\"docs/cli.md\", \"w\").write(m())'")
 
 
+def test_docs_cli_usage_lines_are_what_the_commands_print():
+    import subprocess
+    import sys
+
+    from y2r.cli import cli_reference_markdown
+
+    doc = cli_reference_markdown()
+    for name in ("run", "status", "init"):
+        help_text = subprocess.run([sys.executable, "-m", "y2r.cli", name, "--help"], capture_output=True,
+                                   text=True, check=True).stdout
+        usage = help_text.splitlines()[0]
+        assert usage.startswith(f"Usage: y2r {name} ") and usage in doc, usage
+
+
 def test_config_error_is_one_line_with_exit_2(tmp_path, capsys):
     code, out = run_main(["run", str(tmp_path), "-o", str(tmp_path / "o"), "--set", "camera.backnd=vipe"], capsys)
     assert code == 2

@@ -330,7 +330,7 @@ def cli_reference_markdown() -> str:
              "```\n" + cli.get_help(ctx) + "\n```\n"]
     for name in sorted(cli.commands):
         cmd = cli.commands[name]
-        sub = click.Context(cmd, info_name=f"y2r {name}", parent=ctx, terminal_width=100, max_content_width=100,
+        sub = click.Context(cmd, info_name=name, parent=ctx, terminal_width=100, max_content_width=100,
                             help_option_names=["-h", "--help"])
         parts.append(f"## y2r {name}\n\n```\n{cmd.get_help(sub)}\n```\n")
     return "\n".join(parts)
