@@ -276,7 +276,8 @@ def run(inputs: list[str | Path], out: str | Path, config: Config, *, display: R
             from y2r.execution.ray_executor import RayTransport  # noqa: PLC0415
 
             # The cluster's GPUs and CPUs, not this machine's: the transport reserves and measures them.
-            transport = RayTransport(config, out / "logs")
+            transport = RayTransport(config, out / "logs",
+                                     input_dirs=[p.source_path.parent for p in plan.plans.values()])
             try:
                 gpus = transport.gpu_specs() if need_gpus else []
                 workers = config.execution.workers or transport.default_cpu_workers(len(gpus))

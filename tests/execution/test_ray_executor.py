@@ -350,3 +350,37 @@ def test_an_interrupted_run_on_the_cluster_resumes_and_finishes(tmp_path, video_
     assert not any(redone.count(k) > 1 for k in done_before), "finished work was redone"
     assert sorted(e.name for e in (out / "episodes").glob("*.h5")) == ["v0.h5", "v1.h5"]
     _assert_nothing_left(ray_cluster)
+
+
+def test_input_folders_checked_on_each_node_are_a_bounded_spread_sample(tmp_path):
+    dirs = [tmp_path / f"d{i:03d}" for i in range(100)] + [tmp_path / "d000"]  # a duplicate
+    got = ray_executor.sample_input_dirs(dirs)
+    assert len(got) == ray_executor.MAX_INPUT_DIRS_CHECKED and len(set(got)) == len(got)
+    assert got[0] == str(tmp_path / "d000") and got[-1] >= str(tmp_path / "d096")  # spread to the end
+    assert ray_executor.sample_input_dirs([tmp_path / "a", tmp_path / "a"]) == (str(tmp_path / "a"),)
+
+
+@pytest.mark.ray
+def test_an_input_folder_a_node_cannot_see_fails_the_run_with_one_line_naming_it(
+        tmp_path, video_factory, fast_config, ray_cluster, monkeypatch):
+    vids = [video_factory(f"v{i}.mp4", seed=i) for i in range(2)]
+    out = tmp_path / "out"
+    unmounted = tmp_path / "not-mounted-on-this-node"  # what a node without the inputs' mount sees
+
+    class Partial(ray_executor.RayTransport):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.input_dirs = (*self.input_dirs, str(unmounted))
+
+    monkeypatch.setattr(ray_executor, "RayTransport", Partial)
+    r = pipeline.run(vids, out, fast_config("execution.executor=ray"))
+    assert r.report.done == 0 and r.report.failed >= 2
+    with Ledger(out / "ledger.sqlite", readonly=True) as led:
+        failures = led.failures()
+    # the lane fails at once (a user error is not retried video after video), every stage of both
+    assert {(t.video_id, t.stage) for t in failures} >= {("v0", "ingest"), ("v1", "ingest")}
+    assert {t.error_kind for t in failures} == {"user_error"}
+    for t in failures:  # one line, naming the folder and the node
+        assert t.error_message.startswith(f"input folder {unmounted} is not visible from Ray node "), t.error_message
+        assert "\n" not in t.error_message
+    _assert_nothing_left(ray_cluster)

@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from y2r.config import Config
@@ -140,7 +141,7 @@ class WorkerActor:
     """
 
     def __init__(self, worker_id: str, log_path: str, env: dict[str, str], startup_timeout_s: float,
-                 heartbeat_s: float, gpu_lane: bool, shared_check: tuple[str, str]):
+                 heartbeat_s: float, gpu_lane: bool, shared_check: tuple[str, str], input_dirs: tuple[str, ...] = ()):
         self.worker_id = worker_id
         self.log_path = Path(log_path)
         self.env = dict(env)
@@ -148,6 +149,7 @@ class WorkerActor:
         self.heartbeat_s = heartbeat_s
         self.gpu_lane = gpu_lane
         self.shared_check = shared_check
+        self.input_dirs = tuple(input_dirs)
         self.worker: WorkerProcess | None = None
         self.nvml_index: int | None = None
         self._lock = threading.Lock()
@@ -172,6 +174,12 @@ class WorkerActor:
         if not visible:
             return {**info, "ok": False, "kind": FailureKind.USER_ERROR.value,
                     "message": f"{Path(path).parent.parent} is not visible from Ray node {host}: the output folder "
+                               "must be on a filesystem every node mounts at the same path (docs/cluster.md)"}
+        missing = [d for d in self.input_dirs if not os.path.isdir(d)]
+        if missing:
+            more = f" (and {len(missing) - 1} more input folders)" if len(missing) > 1 else ""
+            return {**info, "ok": False, "kind": FailureKind.USER_ERROR.value,
+                    "message": f"input folder {missing[0]}{more} is not visible from Ray node {host}: input videos "
                                "must be on a filesystem every node mounts at the same path (docs/cluster.md)"}
         env = dict(self.env)
         params = dict(load_params)
@@ -282,12 +290,30 @@ def _ray_failure(e: Exception) -> tuple[str, str]:
     return FailureKind.ERROR.value, f"{type(e).__name__}: {text[:300]}"
 
 
+MAX_INPUT_DIRS_CHECKED = 32
+
+
+def sample_input_dirs(dirs: Sequence[str | Path]) -> tuple[str, ...]:
+    """Up to ``MAX_INPUT_DIRS_CHECKED`` of the inputs' folders, spread over the sorted list.
+
+    Each actor checks them before starting its worker: on a node that lacks the mount, every video
+    would otherwise fail its ingest as a bad input (never retried), one by one, with "file not
+    found" -- instead of one message saying which node cannot see what.
+    """
+    uniq = sorted({os.path.abspath(d) for d in dirs})  # as given: a symlinked mount is what nodes share
+    if len(uniq) <= MAX_INPUT_DIRS_CHECKED:
+        return tuple(uniq)
+    step = len(uniq) / MAX_INPUT_DIRS_CHECKED
+    return tuple(uniq[int(i * step)] for i in range(MAX_INPUT_DIRS_CHECKED))
+
+
 class RayTransport:
     """Transport (see ``execution/driver.py``) whose workers are Ray actors."""
 
     def __init__(self, config: Config, log_dir: Path, *, heartbeat_s: float = 5.0, startup_timeout_s: float = 900.0,
-                 poll_s: float = 0.25, placement_timeout_s: float = 120.0):
+                 poll_s: float = 0.25, placement_timeout_s: float = 120.0, input_dirs: Sequence[str | Path] = ()):
         self.ray = require_ray()
+        self.input_dirs = sample_input_dirs(input_dirs)
         self.config = config
         self.log_dir = Path(log_dir)
         self.poll_s = poll_s
@@ -456,7 +482,7 @@ class RayTransport:
         env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         log_path = self.log_dir / "workers" / f"{wid}.log"
         actor = self._actor_cls.options(**opts).remote(wid, str(log_path), env, self.startup_timeout_s, self.heartbeat_s,
-                                                       gpu_lane, (str(self._check_path), self.token))
+                                                       gpu_lane, (str(self._check_path), self.token), self.input_dirs)
         with self._lock:
             self.actors[wid] = actor
             self.gpu_of[wid] = action.gpu
