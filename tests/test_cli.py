@@ -2,19 +2,11 @@
 
 import json
 
-import pytest
+from cli_runner import run_main
 
-from y2r.cli import cli, main
+from y2r.cli import cli
 
 COMMANDS = sorted(cli.commands)
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return e.value.code or 0, cap.out + cap.err
 
 
 def test_every_command_has_help_and_is_documented(capsys):

@@ -13,6 +13,7 @@ import uuid
 
 import psutil
 import pytest
+from worker_processes import tagged_workers
 
 from y2r import pipeline
 from y2r.ledger import Ledger
@@ -51,17 +52,6 @@ def wait_for(cond, timeout: float, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return cond()
-
-
-def tagged_workers(tag: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if "y2r.execution.worker_host" in " ".join(p.info["cmdline"] or []) and p.environ().get("Y2R_TEST_TAG") == tag:
-                out.append(p)
-        except psutil.Error:
-            continue
-    return out
 
 
 def test_nvml_inventory_and_per_process_tree_memory():

@@ -8,8 +8,8 @@ import sys
 import time
 import uuid
 
-import psutil
 import pytest
+from worker_processes import tagged_workers
 
 from y2r import pipeline
 from y2r.ledger import Ledger
@@ -84,17 +84,6 @@ def test_oom_on_cpu_is_retried(tmp_path, video_factory, fast_config):
     assert attempts(out, "v", "tracks") == [("failed", "oom"), ("failed", "oom"), ("done", None)]
 
 
-def _workers_tagged(tag):
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if "y2r.execution.worker_host" in " ".join(p.info["cmdline"] or []) and p.environ().get("Y2R_TEST_TAG") == tag:
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
-
-
 def _y2r(args, env):
     return subprocess.Popen([sys.executable, "-m", "y2r.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -118,9 +107,9 @@ def test_sigkill_of_the_driver_loses_nothing_and_leaves_no_process(tmp_path, vid
     p.wait()
     # orphaned workers notice their owner is gone (pipe EOF / parent change) and take their group down
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _workers_tagged(tag):
+    while time.monotonic() < deadline and tagged_workers(tag):
         time.sleep(0.2)
-    assert not _workers_tagged(tag)
+    assert not tagged_workers(tag)
     # nothing half-written is visible: every stage folder has its marker, every episode is complete
     for d in (out / "work").glob("*/*"):
         assert d.name.startswith(".") or (d / "_COMPLETE.json").exists(), d
@@ -146,13 +135,13 @@ def test_sigint_stops_cleanly_with_exit_130_and_resumes(tmp_path, video_factory)
             "--set", "hands.backend=synthetic", "--set", "camera.synthetic.s_per_frame=0.5"]
     p = _y2r(args, env)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not _workers_tagged(tag):
+    while time.monotonic() < deadline and not tagged_workers(tag):
         time.sleep(0.1)
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)
     log, _ = p.communicate(timeout=60)
     assert p.returncode == 130, log
     assert "interrupted" in log
-    assert not _workers_tagged(tag)
+    assert not tagged_workers(tag)
     with Ledger(out / "ledger.sqlite", readonly=True) as led:
         assert not led.tasks(state="running")  # requeued, not left 'running'

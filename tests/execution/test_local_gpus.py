@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from worker_processes import tagged_workers
 
 from y2r import pipeline
 from y2r.artifacts import ArtifactStore
@@ -186,17 +187,6 @@ def test_status_reports_measured_and_predicted_memory_per_gpu(tmp_path, video_fa
     assert any(g["predicted_mb"] >= 300 for g in seen)
 
 
-def _workers_tagged(tag):
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if "y2r.execution.worker_host" in " ".join(p.info["cmdline"] or []) and p.environ().get("Y2R_TEST_TAG") == tag:
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
-
-
 def test_sigkill_of_a_simulated_gpu_worker_then_ctrl_c_leave_no_process(tmp_path, video_factory):
     vids = [video_factory(f"v{i}.mp4", seed=i) for i in range(4)]
     out = tmp_path / "out"
@@ -212,7 +202,7 @@ def test_sigkill_of_a_simulated_gpu_worker_then_ctrl_c_leave_no_process(tmp_path
                          stderr=subprocess.STDOUT, text=True)
     try:
         def gpu_worker():
-            for w in _workers_tagged(tag):
+            for w in tagged_workers(tag):
                 if w.environ().get("Y2R_SIMULATED_GPU_FILE") and (out / "logs" / "v0" / "camera.log").exists():
                     return w
             return None
@@ -239,8 +229,8 @@ def test_sigkill_of_a_simulated_gpu_worker_then_ctrl_c_leave_no_process(tmp_path
     assert p.returncode == 130, log
     assert ("failed", "crash") in attempts(out, "v0", "camera")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _workers_tagged(tag):
+    while time.monotonic() < deadline and tagged_workers(tag):
         time.sleep(0.2)
-    assert not _workers_tagged(tag)
+    assert not tagged_workers(tag)
     # and nothing stays booked on the simulated GPU
     assert SimulatedDevice(Path(out / "logs" / "simulated_gpus" / "gpu0.json"), 2000).used_mb() == 0.0

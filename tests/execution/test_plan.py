@@ -1,18 +1,10 @@
 """``y2r run --dry-run`` with GPU lanes: probed video sizes, memory models, per-GPU placement."""
 
-import pytest
 
-from y2r.cli import main
+from cli_runner import run_main
+
 from y2r.config import load_config
 from y2r.execution.plan import estimate_sizes
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return e.value.code or 0, cap.out + cap.err
 
 
 def test_estimate_sizes_as_ingest_would_store_them(video_factory):

@@ -18,8 +18,8 @@ from types import SimpleNamespace
 
 import h5py
 import numpy as np
-import psutil
 import pytest
+from worker_processes import tagged_workers
 
 from y2r import pipeline
 from y2r.cli import main
@@ -148,23 +148,12 @@ def spy(monkeypatch):
     return made
 
 
-def _worker_hosts(tag: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if "y2r.execution.worker_host" in " ".join(p.info["cmdline"] or []) and p.environ().get("Y2R_TEST_TAG") == tag:
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
-
-
 def _assert_nothing_left(cluster, token: str | None = None, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         actors = [a for a in cluster.ray.util.list_named_actors(all_namespaces=True)
                   if a["namespace"] == ray_executor.NAMESPACE and (token is None or token in a["name"])]
-        hosts = _worker_hosts(cluster.tag)
+        hosts = tagged_workers(cluster.tag)
         if not actors and not hosts:
             return
         if time.monotonic() > deadline:
