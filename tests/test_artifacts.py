@@ -115,3 +115,42 @@ def test_artifacts_round_trip(tmp_path):
     h2 = HandsArtifact.load(d)
     assert h2.right.valid.tolist() == [False, True, False, False] and h2.left.mano is None
     assert h2.right.mano["betas"].shape == (T, 10)
+
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    import builtins
+
+    from y2r import artifacts
+    from y2r.artifacts import file_fingerprint, write_atomic
+
+    p = tmp_path / "f.txt"
+    assert file_fingerprint(p) is None
+    write_atomic(p, "old")
+    fp = file_fingerprint(p)
+    assert p.read_text() == "old" and fp[0] == 3
+
+    class HalfWritten:  # a write that fails part-way (disk full, interrupt)
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:2])
+            raise OSError("No space left on device")
+
+    monkeypatch.setattr(artifacts, "open", lambda path, mode: HalfWritten(builtins.open(path, mode)), raising=False)
+    try:
+        write_atomic(p, b"new contents", durable=False)
+        raise AssertionError("the failing write was not reported")
+    except OSError as e:
+        assert "No space" in str(e)
+    monkeypatch.undo()
+    assert p.read_text() == "old" and file_fingerprint(p) == fp  # untouched
+    assert [q.name for q in tmp_path.iterdir()] == ["f.txt"]  # no temporary left behind
+    write_atomic(p, b"new")
+    assert p.read_bytes() == b"new"

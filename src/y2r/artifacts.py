@@ -58,16 +58,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file, fsync, rename, fsync the folder."""
+def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None:
+    """Write ``data`` through a uniquely named temp file (shards on several hosts may share the
+    folder) and one rename, so readers see the old file or the new one, never a part. ``durable``
+    also fsyncs file and folder; caches, which are rebuilt when lost, skip that."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temp file, fsync, rename, fsync the folder."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=json_default))
+
+
+def file_fingerprint(path: Path) -> list[int] | None:
+    """[size, mtime_ns] of a file, None if it is not there: what says a cached result is stale."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def json_default(o: Any) -> Any:

@@ -16,12 +16,10 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
-from y2r.artifacts import fsync_dir
+from y2r.artifacts import write_atomic
 from y2r.dataset.reader import Episode, find_episode_files
 from y2r.errors import SchemaError
 
@@ -147,11 +145,11 @@ def write_manifest(out_root: str | Path, failed: list[dict] | None = None) -> Pa
     for r in rows:
         w.writerow({k: _csv_value(r.get(k)) for k in COLUMNS})
     csv_path = root / MANIFEST_CSV
-    _write_text_atomic(csv_path, buf.getvalue())
+    write_atomic(csv_path, buf.getvalue())
     lines = "".join(
         json.dumps({k: _json_value(r.get(k)) for k in COLUMNS}, allow_nan=False) + "\n" for r in rows
     )
-    _write_text_atomic(root / MANIFEST_JSONL, lines)
+    write_atomic(root / MANIFEST_JSONL, lines)
     return csv_path
 
 
@@ -163,16 +161,6 @@ def read_manifest(out_root: str | Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def _rel(path: Path, root: Path | None) -> str:
     if root is not None:
         try:

@@ -29,10 +29,9 @@ the next run adds them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from y2r.artifacts import HAND_SIDES, write_json_atomic
+from y2r.artifacts import HAND_SIDES, file_fingerprint, write_atomic, write_json_atomic
 from y2r.dataset.reader import Episode, find_episode_files
 from y2r.errors import SchemaError
 
@@ -257,10 +256,9 @@ class StatsSet:
         meta = {"version": 1, "reservoir": self.reservoir, "seed": str(self.seed), "episodes_count": self.episodes,
                 "frames": self.frames, "keys": keys, "episodes": episodes}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # shards on several hosts share OUT
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        write_atomic(path, buf.getvalue(), durable=False)  # a cache: a lost one means a full pass
 
     @classmethod
     def load(cls, path: Path) -> tuple[StatsSet, dict[str, list[int]]]:
@@ -357,11 +355,6 @@ def compute_stats(
 STATE_FILE = "stats.state.npz"
 
 
-def _fingerprint(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
 def _load_state(path: Path, reservoir: int) -> tuple[StatsSet, dict[str, list[int]]] | None:
     if not path.exists():
         return None
@@ -377,12 +370,8 @@ def write_stats(out_root: str | Path, reservoir: int = RESERVOIR_SIZE) -> Path:
     root = Path(out_root)
     folder = root / "episodes"
     files = find_episode_files(folder) if folder.is_dir() else []
-    current = {}
-    for p in files:
-        try:
-            current[Path(p).name] = _fingerprint(Path(p))
-        except OSError:  # vanished meanwhile: compute_stats reports it as skipped
-            current[Path(p).name] = [-1, -1]
+    # (None: vanished meanwhile; compute_stats reports it as skipped)
+    current = {Path(p).name: file_fingerprint(Path(p)) for p in files}
     state_path = root / STATE_FILE
     loaded = _load_state(state_path, reservoir)
     if loaded is not None and all(current.get(n) == fp for n, fp in loaded[1].items()):

@@ -26,8 +26,6 @@ import hashlib
 import html
 import json
 import math
-import os
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from y2r.artifacts import fsync_dir
+from y2r.artifacts import file_fingerprint, write_atomic
 from y2r.dataset.manifest import MANIFEST_JSONL, build_manifest, read_manifest
 from y2r.dataset.reader import Episode
 from y2r.errors import SchemaError
@@ -343,14 +341,6 @@ def _badges(issues: list[tuple[str, str]]) -> str:
     return "".join(f'<span class="badge {lv}">{html.escape(t)}</span>' for lv, t in issues)
 
 
-def _file_key(p: Path) -> list[int] | None:
-    try:
-        st = p.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
 def _overlay_candidates(root: Path, row: dict[str, Any]) -> list[Path]:
     # `y2r overlay` writes next to the episode by default; the pipeline's place is OUT/viz/.
     return [overlay_path(root, row["id"]), (root / str(row["path"])).with_suffix(".overlay.mp4")]
@@ -359,10 +349,10 @@ def _overlay_candidates(root: Path, row: dict[str, Any]) -> list[Path]:
 def cached_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]) -> str:
     """``_render_card``, reused from OUT/viz/.cards when nothing it depends on has changed."""
     path = root / str(row["path"])
-    fp = _file_key(path)
+    fp = file_fingerprint(path)
     if fp is None:
         return _render_card(root, row, issues)[0]
-    deps = [CARD_VERSION, fp, row, issues, [_file_key(c) for c in _overlay_candidates(root, row)]]
+    deps = [CARD_VERSION, fp, row, issues, [file_fingerprint(c) for c in _overlay_candidates(root, row)]]
     key = hashlib.sha256(json.dumps(deps, sort_keys=True, default=str).encode()).hexdigest()
     cache = root / CARD_CACHE / f"{hashlib.sha256(str(row['id']).encode()).hexdigest()[:24]}.html"
     head = f"<!-- {key} -->\n"
@@ -376,9 +366,7 @@ def cached_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]]) 
     if drawn:  # an unreadable episode's error card is not kept: the next run tries again
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_text(head + card, encoding="utf-8")
-            os.replace(tmp, cache)
+            write_atomic(cache, head + card, durable=False)
         except OSError:  # a read-only OUT still gets its report
             pass
     return card
@@ -564,13 +552,6 @@ Camera path: top view, start ● end ■, arrows = viewing direction, colour = t
 def write_report(out_root: str | Path, *, max_detailed: int = 200) -> Path:
     """Write ``OUT/report.html`` (atomically) and return its path."""
     root = Path(out_root)
-    text = render_report(root, max_detailed=max_detailed)
     path = root / REPORT_FILE
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(root)
+    write_atomic(path, render_report(root, max_detailed=max_detailed))
     return path
