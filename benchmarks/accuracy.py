@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -67,8 +66,7 @@ def main() -> int:
         for name, r in videos["videos"].items():
             jit = "; ".join(f"{s} {j['jitter_before_mps2']:.1f} → {j['jitter_after_mps2']:.1f}"
                             for s, j in r["jitter"].items()
-                            # a side never seen in the clip has no jitter (NaN): leave it out
-                            if j.get("jitter_before_mps2") is not None and not math.isnan(j["jitter_before_mps2"]))
+                            if j.get("jitter_before_mps2") is not None)  # null: that side never seen
             print(f"| {name} | {r['hit_frames']}/{r['visible_frames']} | {r['rate']:.1%} | {r['missed']} | "
                   f"{r['frames_per_s']:.1f} | {jit} |")
         print(f"\nall videos: {videos['hit_rate']:.1%} of visible frames have a hand")

@@ -69,3 +69,14 @@ def test_clean_track_reduces_jitter_and_keeps_accuracy():
     err_after = np.linalg.norm(clean.joints_cam - truth, axis=-1).mean()
     assert err_after < err_before
     assert stats["rejected"] == 0 and clean.valid.all()
+
+
+def test_a_hand_never_seen_has_null_jitter_so_quality_stays_valid_json():
+    import json
+
+    tr, _ = noisy_track(T=20)
+    tr.valid[:] = False
+    tr.joints_cam[:] = np.nan
+    _, stats = clean_track(tr, FPS, max_speed_mps=2.0, max_gap_frames=5, smoothing=0.5)
+    assert stats["jitter_before_mps2"] is None and stats["jitter_after_mps2"] is None and stats["valid"] == 0
+    json.dumps(stats, allow_nan=False)  # strict JSON parsers (and the manifest) accept it

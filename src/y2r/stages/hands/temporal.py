@@ -16,6 +16,8 @@ is white, so at 10 fps the default removes most of it with little lag-free atten
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,5 +206,7 @@ def clean_track(track: TrackArrays, fps: float, max_speed_mps: float, max_gap_fr
     filled = fill_gaps(out, max_gap_frames)
     smooth(out, fps, smoothing)
     after = rms_acceleration(out.joints_cam, out.valid, fps)
+    # (quality is JSON: a hand never seen for three frames in a row has no jitter -> null, not NaN)
     return out, {"rejected": int(rejected.sum()), "filled": int(filled.sum()), "valid": int(out.valid.sum()),
-                 "jitter_before_mps2": before, "jitter_after_mps2": after}
+                 "jitter_before_mps2": None if math.isnan(before) else before,
+                 "jitter_after_mps2": None if math.isnan(after) else after}
