@@ -11,20 +11,12 @@ import socket
 import time
 
 import pytest
+from cli_runner import run_main as cli
 
 from y2r import pipeline
-from y2r.cli import main
 from y2r.ledger import Ledger, ledger_name
 from y2r.pipeline import shard_of
 from y2r.status import array_ranges, collect_status, live_shards, shards_to_resubmit
-
-
-def cli(argv, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return e.value.code or 0, cap.out + cap.err
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8, 16])
