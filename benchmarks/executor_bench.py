@@ -55,10 +55,14 @@ SCENARIOS = {
     "compute": {"camera": 0.010, "tracks": 0.006, "hands": 0.004},
 }
 # GPU scenario, ViPE / TAPIP3D / WiLoR-like memory (MB) and time scaled down ~10x (synthetic_backends.py).
+# The GPU work per frame is fixed by a reference rate (bf16 4096^2 matmuls/s of an idle H200, measured
+# 5775-5997 in docs/benchmarks.md) rather than timed at each worker's load, where it would depend on what
+# the other workers were doing at that moment; both executors then get exactly the same work.
+GPU_RATE = 5900.0
 GPU_PROFILES = {
-    "camera": {"base_mb": 13000, "mb_per_mpix_frame": 60, "s_per_frame": 0.015, "load_s": 2.0},
-    "tracks": {"base_mb": 6000, "mb_per_mpix_frame": 30, "s_per_frame": 0.010, "load_s": 1.0},
-    "hands": {"base_mb": 3000, "mb_per_mpix_frame": 10, "s_per_frame": 0.005, "load_s": 1.0},
+    "camera": {"base_mb": 13000, "mb_per_mpix_frame": 60, "s_per_frame": 0.015, "load_s": 2.0, "gpu_fraction": 0.35},
+    "tracks": {"base_mb": 6000, "mb_per_mpix_frame": 30, "s_per_frame": 0.010, "load_s": 1.0, "gpu_fraction": 0.5},
+    "hands": {"base_mb": 3000, "mb_per_mpix_frame": 10, "s_per_frame": 0.005, "load_s": 1.0, "gpu_fraction": 0.25},
 }
 
 
@@ -177,7 +181,8 @@ def config_sets(scenario: str, a) -> list[str]:
             "episode.compression=none"]
     if scenario == "gpu":
         for stage, prof in GPU_PROFILES.items():
-            sets += [f"{stage}.synthetic.device=cuda"] + [f"{stage}.synthetic.{k}={v}" for k, v in prof.items()]
+            sets += [f"{stage}.synthetic.device=cuda", f"{stage}.synthetic.gpu_rate={GPU_RATE}"]
+            sets += [f"{stage}.synthetic.{k}={v}" for k, v in prof.items()]
     else:
         sets += [f"{stage}.synthetic.s_per_frame={s}" for stage, s in SCENARIOS[scenario].items()]
     return sets

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the GPU benchmark needs, in one device call (see docs/benchmarks.md):
-#   1. install the carried wheels y2r needs beyond the device image (pydantic, av) into /tmp/site,
+#   1. unpack the carried packages y2r needs beyond the device image (.devpkgs, or wheels in .whl) into /tmp/site,
 #   2. the GPU-marked tests (NVML, GPU lanes, no CUDA context left after exit / Ctrl-C / SIGKILL),
 #   3. benchmarks/gpu_bench.py (y2r vs one-worker-per-GPU, spawn-until-OOM, 0.1-GPU fractional).
 # Results go to $OUT (results.md, results.json, logs). Usage, from the repository root:
@@ -8,7 +8,10 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/y2r_gpu_bench_out}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ls .devpkgs/y2r-deps-*.tar.xz >/dev/null 2>&1; then  # built by `executor_bench.py pack .devpkgs`
+  mkdir -p /tmp/site && { [ -e /tmp/site/pydantic ] || tar -xJf .devpkgs/y2r-deps-*.tar.xz -C /tmp/site; } || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+elif ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
 else
