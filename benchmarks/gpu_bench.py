@@ -28,7 +28,7 @@ Contenders, each on the same pre-ingested videos (ingest runs once, before timin
   are retried (Ray Data with retries on errors enabled; by default it would abort the run).
 
 With two GPUs, baseline (a) runs on GPU 0 while y2r, (c) and (b) run one after another on GPU 1,
-then y2r runs on both GPUs with twice the videos. Writes ``results.json`` and ``results.md``.
+then y2r runs on both GPUs with twice the videos. ``--long N`` adds a y2r run of N videos on GPU 0. Writes ``results.json`` and ``results.md``.
 
     python benchmarks/gpu_bench.py --out /tmp/bench --videos 24
 """
@@ -515,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=24, help="videos per single-GPU run (2x for the two-GPU run)")
     ap.add_argument("--only", default="y2r,a,b,c,y2r2", help="which runs: y2r,a,b,c,y2r2")
     ap.add_argument("--videos2", type=int, default=None, help="videos for the two-GPU y2r run (default 2 x --videos)")
+    ap.add_argument("--long", type=int, default=0, metavar="N",
+                    help="with two GPUs: also run y2r on N videos on GPU 0 (model loading over a longer run), "
+                         "alongside the runs on GPU 1")
     ap.add_argument("--deadline", type=float, default=240.0, help="baselines (b), (c) stop after this many seconds")
     ap.add_argument("--gpu-share", type=float, default=1.0,
                     help="scale every stage's GPU fraction (default 1: 0.35 / 0.5 / 0.25); 0.5 = lighter kernels")
@@ -537,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.monotonic()
     DEADLINE_S = a.deadline
     GPU_SHARE["scale"] = a.gpu_share
-    n2 = max(a.videos, (a.videos2 or 2 * a.videos) if n_gpus >= 2 and "y2r2" in only else a.videos)
+    n2 = max(a.videos, (a.videos2 or 2 * a.videos) if n_gpus >= 2 and "y2r2" in only else a.videos, a.long)
     videos = make_videos(work / "videos", n2)
     prep = work / "prep"
     prepare_ingest(videos, prep)
@@ -577,12 +580,14 @@ def main(argv: list[str] | None = None) -> int:
             record("b", baseline_b(prep, work / "runs", one_ids, g, rate))
         elif key == "c":
             record("c", baseline_c(prep, work / "runs", one_ids, g, rate))
+        elif key == "long":
+            record("long", run_y2r("y2r_long", prep, work / "runs", videos[:a.long], ids[:a.long], [g], rate))
 
     order = [k for k in ("y2r", "c", "b", "a") if k in only]
     if n_gpus >= 2:
         # GPUs are independent: the long stage-by-stage baselines run on GPU 0 while y2r and the
         # fractional baseline run on GPU 1 (32 CPU cores serve both).
-        on0 = [k for k in ("a", "b") if k in only]
+        on0 = [k for k in ("a", "b") if k in only] + (["long"] if a.long else [])
         on1 = [k for k in order if k not in on0]
         t0 = threading.Thread(target=lambda: [run_one(k, 0) for k in on0])
         t0.start()

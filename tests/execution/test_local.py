@@ -33,6 +33,28 @@ def test_run_then_rerun_does_no_work(tmp_path, video_factory, fast_config):
     assert {p: p.stat().st_mtime_ns for p in (out / "episodes").iterdir()} == mtimes
 
 
+def test_every_worker_is_in_the_ledger_statistics_including_those_alive_at_the_end(tmp_path, video_factory,
+                                                                                   fast_config):
+    vids = [video_factory(f"v{i}.mp4", seed=i) for i in range(2)]
+    out = tmp_path / "out"
+    r = pipeline.run(vids, out, fast_config())
+    assert r.report.done == 10
+    with Ledger(out / "ledger.sqlite", readonly=True) as led:
+        ran = {}
+        for a in led.attempts():
+            if a["outcome"] == "done":
+                ran[a["worker"]] = ran.get(a["worker"], 0) + 1
+        stats = {w["worker"]: w for w in led.worker_stats()}
+    # Each worker that ran a task has one row, with its task count and a lifetime spanning its load.
+    assert set(ran) <= set(stats)
+    for wid, n in ran.items():
+        w = stats[wid]
+        assert w["tasks"] == n
+        assert w["exit_reason"] in ("stopped", "run finished")
+        assert w["stopped_utc"] - w["started_utc"] >= (w["load_s"] or 0.0) > 0.0
+    assert sum(w["tasks"] for w in stats.values()) == 10
+
+
 def test_changing_one_stage_reruns_only_it_and_later_stages(tmp_path, video_factory, fast_config):
     v = video_factory("v.mp4")
     out = tmp_path / "out"

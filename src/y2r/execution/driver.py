@@ -199,6 +199,10 @@ class Driver:
 
     def _shutdown(self, interrupted: bool) -> None:
         self.transport.shutdown(wait=self.wait_for_workers)  # kills every worker's process group (or Ray actor)
+        # Workers still alive at the end never report WorkerStopped to this (finished) loop: record them
+        # now, or the ledger's worker statistics (load time, busy time) would miss the last lanes.
+        for worker_id in list(self.worker_meta):
+            self._worker_gone(worker_id, "interrupted" if interrupted else "run finished")
         for key in self.scheduler.requeue_running():
             self.ledger.requeue(*key)
         for r in self.running.values():
