@@ -55,6 +55,32 @@ def test_every_worker_is_in_the_ledger_statistics_including_those_alive_at_the_e
     assert sum(w["tasks"] for w in stats.values()) == 10
 
 
+def test_progress_messages_do_not_each_wake_the_scheduler(tmp_path, video_factory, fast_config, monkeypatch):
+    from y2r.execution import driver
+    from y2r.execution.scheduler import Scheduler
+
+    calls, progress = [0], [0]
+    decide, handle = Scheduler.next_actions, driver.Driver._handle
+
+    def counted_decide(self, now):
+        calls[0] += 1
+        return decide(self, now)
+
+    def counted_handle(self, ev):
+        progress[0] += isinstance(ev, driver.TaskProgress)
+        return handle(self, ev)
+
+    monkeypatch.setattr(Scheduler, "next_actions", counted_decide)
+    monkeypatch.setattr(driver.Driver, "_handle", counted_handle)
+    v = video_factory("v.mp4")
+    r = pipeline.run([v], tmp_path / "out", fast_config(*(f"{s}.synthetic.s_per_frame=0.03" for s in ("camera", "tracks", "hands"))))
+    assert r.report.done == 5
+    # The three synthetic stages report progress after every frame; the scheduler decides after
+    # results, starts and stops, and at most every 0.25 s while only progress arrives.
+    assert progress[0] >= 30
+    assert calls[0] < progress[0] / 2
+
+
 def test_changing_one_stage_reruns_only_it_and_later_stages(tmp_path, video_factory, fast_config):
     v = video_factory("v.mp4")
     out = tmp_path / "out"

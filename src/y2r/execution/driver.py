@@ -30,6 +30,8 @@ from y2r.execution.scheduler import Assign, Scheduler, StartWorker, StopWorker
 from y2r.ledger import Ledger
 from y2r.stages.base import STAGES
 
+DECIDE_AFTER_PROGRESS_S = 0.25  # the Ray transport forwards progress at this rate too
+
 
 # ----------------------------------------------------------------------------- events
 @dataclass
@@ -165,29 +167,38 @@ class Driver:
                 handlers[sig] = signal.signal(sig, self.request_stop)
         self.logs.mkdir(parents=True, exist_ok=True)
         last = time.monotonic()
+        progress_only = False
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                self.scheduler.tick(now, now - last)
-                last = now
-                for action in self.scheduler.next_actions(now):
-                    self._dispatch(action)
-                for o in self.scheduler.drain_outcomes():
-                    self._record_unattempted_failure(o.video_id, o.stage, o.kind or "user_error", o.message or "")
-                if self.scheduler.finished() and not self.running:
-                    break
+                # Progress messages change nothing the scheduler decides on (they feed the watchdog and
+                # the display), and busy workers send several per second: after a batch of only those,
+                # decide again at most every DECIDE_AFTER_PROGRESS_S instead of after each one.
+                if not progress_only or now - last >= DECIDE_AFTER_PROGRESS_S:
+                    self.scheduler.tick(now, now - last)
+                    last = now
+                    for action in self.scheduler.next_actions(now):
+                        self._dispatch(action)
+                    for o in self.scheduler.drain_outcomes():
+                        self._record_unattempted_failure(o.video_id, o.stage, o.kind or "user_error", o.message or "")
+                    if self.scheduler.finished() and not self.running:
+                        break
                 self._housekeeping(now)
                 try:
                     ev = self.events.get(timeout=0.2)
                 except queue.Empty:
+                    progress_only = False
                     continue
                 self._handle(ev)
+                progress_only = isinstance(ev, TaskProgress)
                 # Drain whatever else arrived, so bursts of progress messages do not lag.
                 while True:
                     try:
-                        self._handle(self.events.get_nowait())
+                        ev = self.events.get_nowait()
                     except queue.Empty:
                         break
+                    self._handle(ev)
+                    progress_only = progress_only and isinstance(ev, TaskProgress)
         finally:
             interrupted = self._stop.is_set()
             self._shutdown(interrupted)
