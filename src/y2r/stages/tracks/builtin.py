@@ -5,6 +5,7 @@ No GPU and no model weights. Modules:
 - ``queries``: the grid of query points on ``tracks.query_frame`` (on valid depth where there is depth);
 - ``optical_flow``: frame-to-frame pyramidal Lucas-Kanade with a forward-backward check;
 - ``template_alignment``: affine re-alignment of the query-frame patch (drift control, appearance);
+- ``motion_blur``: query templates smeared like a motion-blurred frame, and the clip's exposure;
 - ``occlusion``: the visibility evidence (image bounds, depth consistency);
 - ``lifting``: pixel + depth + K + pose -> world xyz;
 - ``anchors``: a static point's world position fused from its depth sample and the rays it was seen along;
