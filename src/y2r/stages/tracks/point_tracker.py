@@ -62,7 +62,13 @@ from y2r.stages.tracks.anchors import prior_information, projection_covariance, 
 from y2r.stages.tracks.camera_geometry import CameraModel
 from y2r.stages.tracks.motion_blur import BlurredTemplates, ExposureEstimate
 from y2r.stages.tracks.motion_model import NeighbourMotion
-from y2r.stages.tracks.occlusion import depth_consistent, depth_contradicts, depth_occluded, inside_image
+from y2r.stages.tracks.occlusion import (
+    depth_consistent,
+    depth_contradicts,
+    depth_noise,
+    depth_occluded,
+    inside_image,
+)
 from y2r.stages.tracks.optical_flow import FlowFrame, track_forward_backward
 from y2r.stages.tracks.reacquisition import search, warped_patches
 from y2r.stages.tracks.template_alignment import TemplateAligner, window_offsets
@@ -84,6 +90,7 @@ class TrackerSettings:
     levels: int = 3  # LK pyramid levels above the base
     fb_threshold_px: float = 1.0  # forward-backward error above which a flow step is rejected
     occlusion_depth_tol: float = 0.05  # relative depth margin of the occlusion and consistency tests
+    occlusion_noise_k: float = 3.0  # the occlusion margin grows by this many times the frame's depth noise
     template_radius: int = 7  # template patch is (2r+1)^2
     ncc_visible: float = 0.7  # template NCC for a point followed by flow
     ncc_reacquire: float = 0.8  # stricter NCC for a point found by search (no flow evidence)
@@ -369,7 +376,10 @@ class PointTracker:
         near = consistent & static
         fused = proj + np.einsum("nij,njk,nk->ni", P, S_inv, diff)
         z_meas = cam.observed_depth(t, np.where(have[:, None], m.pos, -1.0))
-        occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol)
+        # Occluded only on clear depth evidence (occlusion.py): nearer than expected by more than
+        # the margin plus this frame's depth noise, measured on the static points that agree.
+        noise = depth_noise(z_meas[near], z_proj[near])
+        occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol + s.occlusion_noise_k * noise)
         self._counts["depth_occluded"] += int(occluded.sum())
         meas_ok = have & ~occluded & inside_image(m.pos, shape)
 
