@@ -21,7 +21,10 @@ The tracker (``point_tracker.py``) decides visibility per frame from four kinds 
    of 162): a frame's depth disagrees with the static points' anchors by a robust std of 1-3.5%
    (of the log ratio), with tails beyond 5%. So the margin is widened by the frame's own depth
    noise (``depth_noise``, measured on the static points that agree with their anchors), which
-   is 0 for exact depth and follows the quality of an estimated one.
+   is 0 for exact depth and follows the quality of an estimated one. The tracker's other depth
+   tests (does a measurement agree with its anchor's depth, is there a surface at the anchor's
+   projection) use the same widened margin: a disagreement within the depth map's own noise
+   would otherwise re-anchor a static point, which then loses its projection as a prediction.
 
 Unknown depth (NaN) is never evidence either way.
 """

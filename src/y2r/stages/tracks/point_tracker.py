@@ -90,7 +90,7 @@ class TrackerSettings:
     levels: int = 3  # LK pyramid levels above the base
     fb_threshold_px: float = 1.0  # forward-backward error above which a flow step is rejected
     occlusion_depth_tol: float = 0.05  # relative depth margin of the occlusion and consistency tests
-    occlusion_noise_k: float = 3.0  # the occlusion margin grows by this many times the frame's depth noise
+    occlusion_noise_k: float = 3.0  # the depth tests' margin grows by this many times the frame's depth noise
     template_radius: int = 7  # template patch is (2r+1)^2
     ncc_visible: float = 0.7  # template NCC for a point followed by flow
     ncc_reacquire: float = 0.8  # stricter NCC for a point found by search (no flow evidence)
@@ -295,7 +295,6 @@ class PointTracker:
     def _step(self, prev: FlowFrame, cur: FlowFrame, t: int, st: _State, out: Tracks) -> _State:
         s, cam = self.s, self._cam
         shape = cur.shape
-        tol = s.occlusion_depth_tol
 
         # 1. Predict position, depth and template shape. A point seen in the previous frame moves
         #    on with its own velocity; one not seen, with its neighbours (motion_model.py).
@@ -376,15 +375,16 @@ class PointTracker:
         near = consistent & static
         fused = proj + np.einsum("nij,njk,nk->ni", P, S_inv, diff)
         z_meas = cam.observed_depth(t, np.where(have[:, None], m.pos, -1.0))
-        # Occluded only on clear depth evidence (occlusion.py): nearer than expected by more than
-        # the margin plus this frame's depth noise, measured on the static points that agree.
-        noise = depth_noise(z_meas[near], z_proj[near])
-        occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol + s.occlusion_noise_k * noise)
+        # From here on, depth tests allow for this frame's depth noise (occlusion.py), measured on
+        # the static points that agree with their anchors: a depth disagreement is evidence (of an
+        # occluder, of a point not where its anchor is) only beyond what the depth map gets wrong.
+        tol = s.occlusion_depth_tol + s.occlusion_noise_k * depth_noise(z_meas[near], z_proj[near])
+        occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol)
         self._counts["depth_occluded"] += int(occluded.sum())
         meas_ok = have & ~occluded & inside_image(m.pos, shape)
 
         # 5b. The static hypothesis at the projection; a contradicting measurement needs it refuted.
-        geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior, blur)
+        geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior, blur, tol)
         geo_ok = static & surface_there & (geo_ncc >= s.ncc_geometric)
         z_at_proj = cam.observed_depth(t, proj)
         # (untestable -- no depth at the projection -- counts as refuted: then the image decides)
@@ -394,7 +394,7 @@ class PointTracker:
         # 5c. A lost point that had a trusted anchor before: is it back there?
         fb_proj, fb_z = cam.project(t, st.fallback)
         revert_try = ~static & ~meas_ok & np.isfinite(fb_proj).all(1)
-        fb_ncc, fb_there = self._hypothesis(t, cur, revert_try, fb_proj, fb_z, A_prior, blur)
+        fb_ncc, fb_there = self._hypothesis(t, cur, revert_try, fb_proj, fb_z, A_prior, blur, tol)
         reverted = revert_try & fb_there & (fb_ncc >= s.ncc_reacquire)
         geo_ok |= reverted
         geo_proj = np.where(reverted[:, None], fb_proj, proj)
@@ -568,11 +568,11 @@ class PointTracker:
         self._exposure.vote(np.array(scores))
 
     def _hypothesis(self, t: int, cur: FlowFrame, which: np.ndarray, uv: np.ndarray, z: np.ndarray,
-                    A: np.ndarray, blur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    A: np.ndarray, blur: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
         """Test "point n is at ``uv[n]`` with depth ``z[n]``" for the points in ``which`` (N,) bool.
 
         Returns (query-template NCC there (N,), -1 where not scored; surface_there (N,): inside the
-        image and the depth map shows a surface at depth ``z`` there).
+        image and the depth map shows a surface at depth ``z`` there, within ``tol`` (relative)).
         """
         N = len(which)
         ncc = np.full(N, -1.0)
@@ -580,7 +580,7 @@ class PointTracker:
         cand = np.flatnonzero(which & inside_image(uv, cur.shape))
         if cand.size:
             z_at = self._cam.observed_depth(t, uv[cand])
-            c = cand[depth_consistent(z[cand], z_at, self.s.occlusion_depth_tol)]
+            c = cand[depth_consistent(z[cand], z_at, tol)]
             there[c] = True
             if c.size:
                 mask = self._uncovered(t, uv[c], A[c], c, z[c])
