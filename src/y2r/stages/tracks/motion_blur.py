@@ -40,6 +40,12 @@ _MIN_GAIN = 0.01
 _MAX_SAMPLES = 16
 
 
+def streak_positions(longest_px: float) -> np.ndarray:
+    """Where along a streak (-0.5 .. 0.5 of it) to sample: about one per pixel of the longest one."""
+    n = int(np.clip(np.ceil(longest_px) + 1, 2, _MAX_SAMPLES))
+    return np.linspace(-0.5, 0.5, n, dtype=np.float32)
+
+
 class BlurredTemplates:
     """Motion-blurred copies of an aligner's query templates, re-extracted from the query image.
 
@@ -81,8 +87,7 @@ class BlurredTemplates:
         M = len(index)
         # The image streak in template coordinates (the template is seen through W(x) = c + A x).
         streak = np.linalg.solve(A, blur[:, :, None])[:, :, 0].astype(np.float32)
-        n = int(np.clip(np.ceil(np.linalg.norm(streak, axis=1).max()) + 1, 2, _MAX_SAMPLES))
-        s = np.linspace(-0.5, 0.5, n, dtype=np.float32)
+        s = streak_positions(np.linalg.norm(streak, axis=1).max())
         pos = (self._points[index][:, None, None, :] + self._grid[None, None]
                + s[None, :, None, None] * streak[:, None, None, :])  # (M,n,G,2)
         v = sample(self._image, pos).mean(1).reshape(M, self._side, self._side)

@@ -349,7 +349,8 @@ class PointTracker:
                                    s.max_search_radius_px)
         need = np.flatnonzero(~m.have & (inside_image(pred, shape) | inside_image(motion, shape)))
         if need.size:
-            patches = warped_patches(self._query_smooth, self._q[need], A_prior[need], s.template_radius)
+            patches = warped_patches(self._query_smooth, self._q[need], A_prior[need], s.template_radius,
+                                     blur[need])
             static_radius = np.minimum(s.static_search_radius_px + st.unseen[need], s.max_search_radius_px)
             radius = np.where(static[need], static_radius, moving_radius[need])
             found, score = search(cur.smooth, patches, pred[need], radius)
