@@ -62,6 +62,13 @@ class BlurredTemplates:
         # One pixel wider than the template on every side, for central-difference gradients.
         self._side = 2 * aligner.radius + 3
         self._grid = window_offsets(aligner.radius + 1)
+        # The last blurred template of each point, with the shape and streak it was made for: one
+        # frame asks for the same ones several times (flow fit, static hypothesis, search).
+        N, P = aligner.template.shape
+        self._made_A = np.full((N, 2, 2), np.nan)
+        self._made_blur = np.full((N, 2), np.nan)
+        self._values = np.zeros((N, P), np.float32)
+        self._sd = np.zeros((N, P, 6), np.float32)
 
     def templates(self, index: np.ndarray, A: np.ndarray,
                   blur: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -76,10 +83,16 @@ class BlurredTemplates:
         smeared = np.linalg.norm(blur, axis=1) >= MIN_BLUR_PX
         if not smeared.any():
             return None
+        A = np.asarray(A, np.float64).reshape(-1, 2, 2)
+        made = ((self._made_A[index] == A).all((1, 2)) & (self._made_blur[index] == blur).all(1))
+        k = np.flatnonzero(smeared & ~made)
+        if k.size:
+            i = index[k]
+            self._values[i], self._sd[i] = self._blurred(i, A[k], blur[k])
+            self._made_A[i], self._made_blur[i] = A[k], blur[k]
         al = self._aligner
-        values, sd = al.template[index].copy(), al.sd[index].copy()
-        k = np.flatnonzero(smeared)
-        values[k], sd[k] = self._blurred(index[k], np.asarray(A, np.float64)[k], blur[k])
+        values = np.where(smeared[:, None], self._values[index], al.template[index])
+        sd = np.where(smeared[:, None, None], self._sd[index], al.sd[index])
         return values, sd
 
     def _blurred(self, index: np.ndarray, A: np.ndarray, blur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +101,9 @@ class BlurredTemplates:
         # The image streak in template coordinates (the template is seen through W(x) = c + A x).
         streak = np.linalg.solve(A, blur[:, :, None])[:, :, 0].astype(np.float32)
         s = streak_positions(np.linalg.norm(streak, axis=1).max())
-        pos = (self._points[index][:, None, None, :] + self._grid[None, None]
-               + s[None, :, None, None] * streak[:, None, None, :])  # (M,n,G,2)
-        v = sample(self._image, pos).mean(1).reshape(M, self._side, self._side)
+        base = self._points[index][:, None, :] + self._grid[None]  # (M,G,2)
+        v = sum(sample(self._image, base + sk * streak[:, None, :]) for sk in s)
+        v = (v / len(s)).reshape(M, self._side, self._side)
         inner = v[:, 1:-1, 1:-1].reshape(M, -1)
         tx = 0.5 * (v[:, 1:-1, 2:] - v[:, 1:-1, :-2]).reshape(M, -1)
         ty = 0.5 * (v[:, 2:, 1:-1] - v[:, :-2, 1:-1]).reshape(M, -1)

@@ -24,17 +24,16 @@ def warped_patches(query_image: np.ndarray, points: np.ndarray, A: np.ndarray, r
     Image offset ``y`` of the warped patch shows the query image at ``point + A^-1 y``; with
     ``streak`` (M,2) image pixels, averaged over ``y`` moving along it (motion blur, motion_blur.py).
     """
-    offsets = window_offsets(radius).astype(np.float64)
-    Ainv = np.linalg.inv(np.asarray(A, np.float64))
+    offsets = window_offsets(radius)
+    AinvT = np.swapaxes(np.linalg.inv(np.asarray(A, np.float64)), 1, 2)
+    pos = np.asarray(points, np.float64)[:, None, :] + np.matmul(offsets, AinvT)  # (M,P,2)
     side = 2 * radius + 1
     if streak is None or not (np.linalg.norm(streak, axis=1) >= MIN_BLUR_PX).any():
-        along = np.zeros((1, len(Ainv), 2))
-    else:
-        s = streak_positions(np.linalg.norm(streak, axis=1).max()).astype(np.float64)
-        along = s[:, None, None] * np.asarray(streak, np.float64)[None]  # (S,M,2)
-    y = offsets[None, None] + along[:, :, None, :]  # (S,M,P,2)
-    pos = np.asarray(points, np.float64)[None, :, None, :] + np.einsum("mij,smpj->smpi", Ainv, y)
-    return sample(query_image, pos).mean(0).reshape(-1, side, side).astype(np.float32)
+        return sample(query_image, pos).reshape(-1, side, side).astype(np.float32)
+    s = streak_positions(np.linalg.norm(streak, axis=1).max()).astype(np.float64)
+    along = s[:, None, None] * np.matmul(np.asarray(streak, np.float64)[:, None, :], AinvT)[None, :, 0]  # (S,M,2)
+    smeared = sample(query_image, pos[None] + along[:, :, None, :]).mean(0)
+    return smeared.reshape(-1, side, side).astype(np.float32)
 
 
 def search(image: np.ndarray, patches: np.ndarray, centres: np.ndarray, radius: np.ndarray,
