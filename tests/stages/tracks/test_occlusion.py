@@ -1,6 +1,12 @@
 import numpy as np
 
-from y2r.stages.tracks.occlusion import depth_consistent, depth_contradicts, depth_occluded, inside_image
+from y2r.stages.tracks.occlusion import (
+    depth_consistent,
+    depth_contradicts,
+    depth_noise,
+    depth_occluded,
+    inside_image,
+)
 
 
 def test_inside_image_uses_pixel_centres_and_rejects_nan():
@@ -20,3 +26,13 @@ def test_consistency_and_contradiction_are_complementary_where_depth_is_known():
     o = np.array([2.05, 2.5, 1.5, 2.0])
     assert depth_consistent(e, o, 0.05).tolist() == [True, False, False, False]
     assert depth_contradicts(e, o, 0.05).tolist() == [False, True, True, False]
+
+
+def test_depth_noise_is_a_robust_spread_of_the_log_ratio():
+    rng = np.random.default_rng(0)
+    e = rng.uniform(1.0, 4.0, 2000)
+    o = e * np.exp(rng.normal(0.0, 0.02, 2000))
+    o[:100] = 0.5 * e[:100]  # occluded pairs do not inflate it
+    assert abs(depth_noise(o, e) - 0.02) < 0.003
+    assert depth_noise(o[:5], e[:5]) == 0.0  # too few pairs: no evidence
+    assert depth_noise(np.array([np.nan] * 20), np.ones(20)) == 0.0

@@ -46,3 +46,21 @@ def test_an_ambiguous_far_match_in_a_repetitive_texture_is_not_taken():
     img[35:46, 44:55] = checker[35:46, 35:46]
     found, _ = search(img, patches, np.array([[40.0, 40.0]]), np.array([12.0]), trust_px=2.0)
     assert np.allclose(found, [[49.0, 40.0]])
+
+
+def test_a_streaked_patch_finds_a_motion_blurred_point():
+    img = _texture(seed=3)
+    streak = np.array([14.0, 3.0])
+    # the frame: content moved by (-9, 5) while the camera exposed it along the streak
+    blurred = np.mean([cv2.warpAffine(img, np.array([[1.0, 0, -9 + s * streak[0]], [0, 1.0, 5 + s * streak[1]]]),
+                                      (img.shape[1], img.shape[0]), flags=cv2.INTER_CUBIC,
+                                      borderMode=cv2.BORDER_REFLECT)
+                       for s in np.linspace(-0.5, 0.5, 29)], axis=0).astype(np.float32)
+    q = np.array([[80.0, 60.0]])
+    sharp = warped_patches(img, q, np.eye(2)[None], radius=7)
+    smeared = warped_patches(img, q, np.eye(2)[None], radius=7, streak=streak[None])
+    _, score_sharp = search(blurred, sharp, q, np.array([12.0]))
+    found, score = search(blurred, smeared, q, np.array([12.0]))
+    assert np.allclose(found, [[71.0, 65.0]]) and score[0] > 0.97 > score_sharp[0] + 0.05
+    # a streak below a pixel leaves the patch sharp
+    assert np.array_equal(warped_patches(img, q, np.eye(2)[None], 7, np.array([[0.4, 0.0]])), sharp)

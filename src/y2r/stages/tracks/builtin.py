@@ -5,6 +5,7 @@ No GPU and no model weights. Modules:
 - ``queries``: the grid of query points on ``tracks.query_frame`` (on valid depth where there is depth);
 - ``optical_flow``: frame-to-frame pyramidal Lucas-Kanade with a forward-backward check;
 - ``template_alignment``: affine re-alignment of the query-frame patch (drift control, appearance);
+- ``motion_blur``: query templates smeared like a motion-blurred frame, and the clip's exposure;
 - ``occlusion``: the visibility evidence (image bounds, depth consistency);
 - ``lifting``: pixel + depth + K + pose -> world xyz;
 - ``anchors``: a static point's world position fused from its depth sample and the rays it was seen along;
@@ -74,7 +75,9 @@ class BuiltinTracks(Backend):
 
     stage = "tracks"
     name = "builtin"
-    version = "1"
+    # 2: motion-blur-matched templates and noise-widened depth tests. A resumed run must not keep
+    # version-1 tracks: they differ wherever depth was estimated, most on motion-blurred clips.
+    version = "2"
     # Frames and depth are read from memory-mapped artifacts one frame at a time; resident pages
     # grow by about 6 B per pixel-frame (RGB, float16 depth, mask). The tracks themselves are small.
     resources = Resources(cpus=1.0, host_memory=MemoryProfile(base_mb=200.0, mb_per_mpix_frame=6.0))

@@ -10,7 +10,9 @@ Per frame and point, both forward and backward in time from the query frame:
    A failure is retried once from zero motion (a bad prediction must not cost the point).
 3. **Refine against the query template** (``template_alignment.py``): affine inverse-compositional
    alignment of the *query-frame* patch, started at the flow result. The reference never changes,
-   so error does not accumulate (drift control). Template pixels that were on another surface in
+   so error does not accumulate (drift control). Under motion blur the template is first smeared
+   along the point's motion into this frame, as the frame smears it (``motion_blur.py``; the
+   clip's exposure is estimated on its first fast frames). Template pixels that were on another surface in
    the query frame, or are covered by something nearer now (depth), are left out. Where the query
    template no longer matches but the flow is consistent, a *recent* template (re-captured every
    few frames while the point is confidently seen) is tried, guarded by a looser correlation with
@@ -58,8 +60,15 @@ import numpy as np
 
 from y2r.stages.tracks.anchors import prior_information, projection_covariance, ray_information, solve
 from y2r.stages.tracks.camera_geometry import CameraModel
+from y2r.stages.tracks.motion_blur import BlurredTemplates, ExposureEstimate
 from y2r.stages.tracks.motion_model import NeighbourMotion
-from y2r.stages.tracks.occlusion import depth_consistent, depth_contradicts, depth_occluded, inside_image
+from y2r.stages.tracks.occlusion import (
+    depth_consistent,
+    depth_contradicts,
+    depth_noise,
+    depth_occluded,
+    inside_image,
+)
 from y2r.stages.tracks.optical_flow import FlowFrame, track_forward_backward
 from y2r.stages.tracks.reacquisition import search, warped_patches
 from y2r.stages.tracks.template_alignment import TemplateAligner, window_offsets
@@ -68,6 +77,9 @@ from y2r.stages.tracks.template_alignment import TemplateAligner, window_offsets
 _CHI2_2DOF_99 = 9.21
 # Huber threshold (in standard deviations) of a measurement's distance to its anchor's projection.
 _HUBER_K = 1.5
+# The exposure is voted on by frames with this many flow results moving at least this far (px).
+_PROBE_MIN_POINTS = 16
+_PROBE_MIN_MOTION_PX = 5.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class TrackerSettings:
     levels: int = 3  # LK pyramid levels above the base
     fb_threshold_px: float = 1.0  # forward-backward error above which a flow step is rejected
     occlusion_depth_tol: float = 0.05  # relative depth margin of the occlusion and consistency tests
+    occlusion_noise_k: float = 3.0  # the depth tests' margin grows by this many times the frame's depth noise
     template_radius: int = 7  # template patch is (2r+1)^2
     ncc_visible: float = 0.7  # template NCC for a point followed by flow
     ncc_reacquire: float = 0.8  # stricter NCC for a point found by search (no flow evidence)
@@ -212,6 +225,9 @@ class PointTracker:
         self._query_smooth = qf.smooth
         self._q = q
         self._aligner = self._new_aligner()
+        self._blurred = BlurredTemplates(self._aligner, qf.smooth, q)
+        # (one estimate for both passes: the exposure is the camera's, not the direction's)
+        self._exposure = ExposureEstimate()
         self._neighbours = NeighbourMotion(q, anchor, k=s.motion_neighbours)
         # A coarse grid of the template's same-surface pixels lifted to 3D: projected into a later
         # frame, it gives a static point's affine shape there (CameraModel.local_affine).
@@ -261,6 +277,7 @@ class PointTracker:
             "visible_fraction": float(out.visible.mean()) if out.visible.size else 0.0,
             "static_fraction": float(out.static.mean()) if out.static.size else 0.0,
             "weak_texture_queries": int((self._aligner.min_eig < 1.0).sum()),
+            "exposure_fraction": self._exposure.fraction,
         }
         return out
 
@@ -278,7 +295,6 @@ class PointTracker:
     def _step(self, prev: FlowFrame, cur: FlowFrame, t: int, st: _State, out: Tracks) -> _State:
         s, cam = self.s, self._cam
         shape = cur.shape
-        tol = s.occlusion_depth_tol
 
         # 1. Predict position, depth and template shape. A point seen in the previous frame moves
         #    on with its own velocity; one not seen, with its neighbours (motion_model.py).
@@ -303,6 +319,8 @@ class PointTracker:
         # 2-3. Flow, refined on the query template, else on the recent one.
         m = _Measurements.empty(A_prior)
         idx = np.flatnonzero(st.visible)
+        # Image motion into this frame: measured by the flow where it succeeds, else predicted.
+        step = np.nan_to_num(pred - st.pos)
         if idx.size:
             fl = track_forward_backward(prev, cur, st.pos[idx], pred[idx], window=s.window, levels=s.levels,
                                         fb_threshold_px=s.fb_threshold_px)
@@ -314,9 +332,15 @@ class PointTracker:
                 fl.points[retry], fl.ok[retry] = fl2.points, fl2.ok
             self._counts["flow_tried"] += idx.size
             self._counts["flow_ok"] += int(fl.ok.sum())
-            self._refine(cur, t, idx[fl.ok], fl.points[fl.ok], A_prior, z_hint, s.ncc_visible, m)
+            step[idx[fl.ok]] = fl.points[fl.ok] - st.pos[idx[fl.ok]]
+            if not self._exposure.settled:
+                self._probe_exposure(cur, t, idx[fl.ok], fl.points[fl.ok], step, A_prior, z_hint)
+        # Each point's blur streak in this frame: its motion into it over the exposure (motion_blur.py).
+        blur = self._exposure.fraction * step
+        if idx.size:
+            self._refine(cur, t, idx[fl.ok], fl.points[fl.ok], A_prior, z_hint, blur, s.ncc_visible, m)
             lost = fl.ok & ~m.have[idx]
-            self._refine_recent(cur, t, idx[lost], fl.points[lost], A_prior, st.A_capture, z_hint, m)
+            self._refine_recent(cur, t, idx[lost], fl.points[lost], A_prior, st.A_capture, z_hint, blur, m)
 
         # 4. Search near the prediction for every point still without a measurement. A static point
         #    is also searched for where its 2D motion would have taken it: the object it is on may
@@ -325,7 +349,8 @@ class PointTracker:
                                    s.max_search_radius_px)
         need = np.flatnonzero(~m.have & (inside_image(pred, shape) | inside_image(motion, shape)))
         if need.size:
-            patches = warped_patches(self._query_smooth, self._q[need], A_prior[need], s.template_radius)
+            patches = warped_patches(self._query_smooth, self._q[need], A_prior[need], s.template_radius,
+                                     blur[need])
             static_radius = np.minimum(s.static_search_radius_px + st.unseen[need], s.max_search_radius_px)
             radius = np.where(static[need], static_radius, moving_radius[need])
             found, score = search(cur.smooth, patches, pred[need], radius)
@@ -335,7 +360,7 @@ class PointTracker:
                 found_alt, score_alt = search(cur.smooth, patches[alt], motion[j], moving_radius[j])
                 better = score_alt > score[alt]
                 found[np.flatnonzero(alt)[better]] = found_alt[better]
-            self._refine(cur, t, need, found, A_prior, z_hint, s.ncc_reacquire, m)
+            self._refine(cur, t, need, found, A_prior, z_hint, blur, s.ncc_reacquire, m)
 
         # 5a. The measurement against the anchor: gate, fusion, occlusion by depth. The projection's
         #    covariance: the camera's reprojection error plus the anchor's own uncertainty seen from
@@ -351,12 +376,16 @@ class PointTracker:
         near = consistent & static
         fused = proj + np.einsum("nij,njk,nk->ni", P, S_inv, diff)
         z_meas = cam.observed_depth(t, np.where(have[:, None], m.pos, -1.0))
+        # From here on, depth tests allow for this frame's depth noise (occlusion.py), measured on
+        # the static points that agree with their anchors: a depth disagreement is evidence (of an
+        # occluder, of a point not where its anchor is) only beyond what the depth map gets wrong.
+        tol = s.occlusion_depth_tol + s.occlusion_noise_k * depth_noise(z_meas[near], z_proj[near])
         occluded = have & depth_occluded(np.where(near, z_proj, st.z_last), z_meas, tol)
         self._counts["depth_occluded"] += int(occluded.sum())
         meas_ok = have & ~occluded & inside_image(m.pos, shape)
 
         # 5b. The static hypothesis at the projection; a contradicting measurement needs it refuted.
-        geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior)
+        geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior, blur, tol)
         geo_ok = static & surface_there & (geo_ncc >= s.ncc_geometric)
         z_at_proj = cam.observed_depth(t, proj)
         # (untestable -- no depth at the projection -- counts as refuted: then the image decides)
@@ -366,7 +395,7 @@ class PointTracker:
         # 5c. A lost point that had a trusted anchor before: is it back there?
         fb_proj, fb_z = cam.project(t, st.fallback)
         revert_try = ~static & ~meas_ok & np.isfinite(fb_proj).all(1)
-        fb_ncc, fb_there = self._hypothesis(t, cur, revert_try, fb_proj, fb_z, A_prior)
+        fb_ncc, fb_there = self._hypothesis(t, cur, revert_try, fb_proj, fb_z, A_prior, blur, tol)
         reverted = revert_try & fb_there & (fb_ncc >= s.ncc_reacquire)
         geo_ok |= reverted
         geo_proj = np.where(reverted[:, None], fb_proj, proj)
@@ -470,8 +499,8 @@ class PointTracker:
         return (~covered).astype(np.float32)
 
     def _refine(self, cur: FlowFrame, t: int, idx: np.ndarray, start: np.ndarray, A: np.ndarray,
-                z_hint: np.ndarray, ncc_threshold: float, m: _Measurements) -> None:
-        """Align query templates ``idx`` from ``start``; accept into ``m`` those that pass.
+                z_hint: np.ndarray, blur: np.ndarray, ncc_threshold: float, m: _Measurements) -> None:
+        """Align query templates ``idx`` (blurred by ``blur``) from ``start``; accept into ``m`` those that pass.
 
         Accepted: the fit converged, stayed within ``max_correction_px`` of its start, its NCC
         reached ``ncc_threshold``, and enough of the template lay inside the image and uncovered to
@@ -482,7 +511,8 @@ class PointTracker:
         s = self.s
         mask = self._uncovered(t, start, A[idx], idx, z_hint[idx])
         res = self._aligner.align(cur.smooth, start, A[idx], index=idx, mask=mask,
-                                  iterations=s.align_iterations)
+                                  iterations=s.align_iterations,
+                                  templates=self._blurred.templates(idx, A[idx], blur[idx]))
         moved = np.linalg.norm(res.centre - start, axis=1)
         in_image = self._aligner.support(cur.shape, res.centre, res.A, idx)
         ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= ncc_threshold)
@@ -490,7 +520,7 @@ class PointTracker:
         m.accept(idx[ok], res.centre[ok], res.A[ok], res.ncc[ok], res.cov[ok], np.minimum(res.support, in_image)[ok])
 
     def _refine_recent(self, cur: FlowFrame, t: int, idx: np.ndarray, start: np.ndarray, A: np.ndarray,
-                       A_capture: np.ndarray, z_hint: np.ndarray, m: _Measurements) -> None:
+                       A_capture: np.ndarray, z_hint: np.ndarray, blur: np.ndarray, m: _Measurements) -> None:
         """Align the *recent* templates ``idx`` from the flow result ``start``; accept into ``m``.
 
         Accepted like ``_refine`` with ``ncc_visible`` on the recent template, plus the drift guard:
@@ -504,8 +534,12 @@ class PointTracker:
         res = self._recent.align(cur.smooth, start, A[idx] @ np.linalg.inv(A_capture[idx]), index=idx,
                                  iterations=s.align_iterations)
         A_query = res.A @ A_capture[idx]
+        # (the recent template was captured from a frame already smeared like its neighbours: only
+        # the query template is blurred)
+        query = self._blurred.templates(idx, A_query, blur[idx])
         guard = self._aligner.score(cur.smooth, res.centre, A_query, idx,
-                                    self._uncovered(t, res.centre, A_query, idx, z_hint[idx]))
+                                    self._uncovered(t, res.centre, A_query, idx, z_hint[idx]),
+                                    None if query is None else query[0])
         moved = np.linalg.norm(res.centre - start, axis=1)
         in_image = self._recent.support(cur.shape, res.centre, res.A, idx)
         ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= s.ncc_visible)
@@ -513,12 +547,33 @@ class PointTracker:
         m.accept(idx[ok], res.centre[ok], A_query[ok], res.ncc[ok], res.cov[ok], np.minimum(res.support, in_image)[ok])
         self._counts["recent_template"] += int(ok.sum())
 
+    def _probe_exposure(self, cur: FlowFrame, t: int, idx: np.ndarray, start: np.ndarray, step: np.ndarray,
+                        A: np.ndarray, z_hint: np.ndarray) -> None:
+        """One frame's vote on the exposure fraction (motion_blur.py), from its fastest flow results.
+
+        Only points moving at least ``_PROBE_MIN_MOTION_PX`` take part, so that the candidate
+        streaks differ by a pixel or more; a frame with fewer than ``_PROBE_MIN_POINTS`` of them
+        does not vote.
+        """
+        fast = np.linalg.norm(step[idx], axis=1) >= _PROBE_MIN_MOTION_PX
+        if fast.sum() < _PROBE_MIN_POINTS:
+            return
+        pick = np.flatnonzero(fast)[np.linspace(0, fast.sum() - 1, _PROBE_MIN_POINTS).astype(int)]
+        i, c0 = idx[pick], start[pick]
+        mask = self._uncovered(t, c0, A[i], i, z_hint[i])
+        scores = []
+        for f in self._exposure.CANDIDATES:
+            res = self._aligner.align(cur.smooth, c0, A[i], index=i, mask=mask, iterations=self.s.align_iterations,
+                                      templates=self._blurred.templates(i, A[i], f * step[i]))
+            scores.append(np.median(res.ncc))
+        self._exposure.vote(np.array(scores))
+
     def _hypothesis(self, t: int, cur: FlowFrame, which: np.ndarray, uv: np.ndarray, z: np.ndarray,
-                    A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    A: np.ndarray, blur: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
         """Test "point n is at ``uv[n]`` with depth ``z[n]``" for the points in ``which`` (N,) bool.
 
         Returns (query-template NCC there (N,), -1 where not scored; surface_there (N,): inside the
-        image and the depth map shows a surface at depth ``z`` there).
+        image and the depth map shows a surface at depth ``z`` there, within ``tol`` (relative)).
         """
         N = len(which)
         ncc = np.full(N, -1.0)
@@ -526,9 +581,11 @@ class PointTracker:
         cand = np.flatnonzero(which & inside_image(uv, cur.shape))
         if cand.size:
             z_at = self._cam.observed_depth(t, uv[cand])
-            c = cand[depth_consistent(z[cand], z_at, self.s.occlusion_depth_tol)]
+            c = cand[depth_consistent(z[cand], z_at, tol)]
             there[c] = True
             if c.size:
                 mask = self._uncovered(t, uv[c], A[c], c, z[c])
-                ncc[c] = self._aligner.score(cur.smooth, uv[c], A[c], c, mask)
+                blurred = self._blurred.templates(c, A[c], blur[c])
+                ncc[c] = self._aligner.score(cur.smooth, uv[c], A[c], c, mask,
+                                             None if blurred is None else blurred[0])
         return ncc, there

@@ -1,7 +1,8 @@
 """Finding a lost point again: normalised template matching in a window around its prediction.
 
 A point that was occluded or out of view has no flow to follow. Its query-frame patch, warped by
-the point's last known affine shape (so it looks as the point would look now), is correlated over
+the point's last known affine shape and, in a motion-blurred clip, smeared along its predicted
+motion (so it looks as the point would look now), is correlated over
 a search window centred on the predicted position (``cv2.matchTemplate``, zero-mean normalised
 cross-correlation); the best match is the start for the sub-pixel template alignment, which then
 decides (with a stricter threshold than for continuous tracking) whether the point is back.
@@ -12,19 +13,27 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from y2r.stages.tracks.motion_blur import MIN_BLUR_PX, streak_positions
 from y2r.stages.tracks.template_alignment import sample, window_offsets
 
 
-def warped_patches(query_image: np.ndarray, points: np.ndarray, A: np.ndarray, radius: int) -> np.ndarray:
+def warped_patches(query_image: np.ndarray, points: np.ndarray, A: np.ndarray, radius: int,
+                   streak: np.ndarray | None = None) -> np.ndarray:
     """(M, 2r+1, 2r+1) float32 query patches around ``points`` as seen under shapes ``A`` (M,2,2).
 
-    Image offset ``y`` of the warped patch shows the query image at ``point + A^-1 y``.
+    Image offset ``y`` of the warped patch shows the query image at ``point + A^-1 y``; with
+    ``streak`` (M,2) image pixels, averaged over ``y`` moving along it (motion blur, motion_blur.py).
     """
     offsets = window_offsets(radius)
-    Ainv = np.linalg.inv(np.asarray(A, np.float64))
-    pos = np.asarray(points, np.float64)[:, None, :] + np.matmul(offsets, np.swapaxes(Ainv, 1, 2))
+    AinvT = np.swapaxes(np.linalg.inv(np.asarray(A, np.float64)), 1, 2)
+    pos = np.asarray(points, np.float64)[:, None, :] + np.matmul(offsets, AinvT)  # (M,P,2)
     side = 2 * radius + 1
-    return sample(query_image, pos).reshape(-1, side, side).astype(np.float32)
+    if streak is None or not (np.linalg.norm(streak, axis=1) >= MIN_BLUR_PX).any():
+        return sample(query_image, pos).reshape(-1, side, side).astype(np.float32)
+    s = streak_positions(np.linalg.norm(streak, axis=1).max()).astype(np.float64)
+    along = s[:, None, None] * np.matmul(np.asarray(streak, np.float64)[:, None, :], AinvT)[None, :, 0]  # (S,M,2)
+    smeared = sample(query_image, pos[None] + along[:, :, None, :]).mean(0)
+    return smeared.reshape(-1, side, side).astype(np.float32)
 
 
 def search(image: np.ndarray, patches: np.ndarray, centres: np.ndarray, radius: np.ndarray,

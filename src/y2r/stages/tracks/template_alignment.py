@@ -72,13 +72,23 @@ def sample(image: np.ndarray, xy: np.ndarray, nearest: bool = False) -> np.ndarr
     return out.reshape(-1)[:n].reshape(shape)
 
 
-def _weighted_normalise(values: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def weighted_normalise(values: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Zero-mean, unit-variance (weighted, per row) version of ``values`` (N,P); also the std."""
     sw = np.maximum(w.sum(1, keepdims=True), 1e-9)
     mu = (values * w).sum(1, keepdims=True) / sw
     centred = values - mu
     std = np.sqrt((centred * centred * w).sum(1, keepdims=True) / sw)
     return centred / np.maximum(std, 1e-6), std[:, 0]
+
+
+def steepest_descent(tx: np.ndarray, ty: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(N,P,6) steepest-descent images of templates with gradients ``tx``, ``ty`` (N,P) at ``offsets`` (P,2).
+
+    For the warp W(x; p) = [(1+p1)x + p3 y + p5, p2 x + (1+p4) y + p6].
+    """
+    dx = offsets[None, :, 0]
+    dy = offsets[None, :, 1]
+    return np.stack([tx * dx, ty * dx, tx * dy, ty * dy, tx, ty], axis=-1)
 
 
 def _inside(pos: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -134,15 +144,12 @@ class TemplateAligner:
         if template_mask is not None:
             valid *= np.asarray(template_mask, np.float32)
         w = valid * self.fit_window
-        template, std = _weighted_normalise(sample(image, pos), w)
+        template, std = weighted_normalise(sample(image, pos), w)
         # Gradients of the *normalised* template (same scaling as its values).
         s = 1.0 / np.maximum(std, 1e-6)[:, None]
         tx = sample(cv2.Scharr(image, cv2.CV_32F, 1, 0, scale=1.0 / 32.0), pos) * s
         ty = sample(cv2.Scharr(image, cv2.CV_32F, 0, 1, scale=1.0 / 32.0), pos) * s
-        dx = self.offsets[None, :, 0]
-        dy = self.offsets[None, :, 1]
-        # Steepest-descent images for W(x; p) = [(1+p1)x + p3 y + p5, p2 x + (1+p4) y + p6].
-        sd = np.stack([tx * dx, ty * dx, tx * dy, ty * dy, tx, ty], axis=-1)  # (N,P,6)
+        sd = steepest_descent(tx, ty, self.offsets)
         # Texture strength: the smaller eigenvalue of the translation block of the Hessian
         # (Shi-Tomasi) per unit of window weight, in raw intensity units (grey levels^2 / px^2).
         k = std ** 2
@@ -187,10 +194,13 @@ class TemplateAligner:
         iterations: int = 8,
         max_step_px: float = 2.0,
         start_prior_px: float = 1.0,
+        templates: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> AlignmentResult:
         """Align templates ``index`` (default all) to ``image`` starting at ``centre`` (M,2), ``A`` (M,2,2).
 
         ``mask`` (M,P) weights template pixels for this frame (0 = covered / unusable here).
+        ``templates``: (values (M,P), steepest descent (M,P,6)) to use instead of the stored ones
+        of ``index``, normalised like them (e.g. motion-blurred copies, ``motion_blur.py``).
         """
         idx = np.arange(len(self)) if index is None else np.asarray(index)
         c = np.asarray(centre, np.float64).reshape(-1, 2).copy()
@@ -198,8 +208,8 @@ class TemplateAligner:
         M = len(idx)
         if M == 0:
             return AlignmentResult(c, A, np.zeros(0), np.zeros(0, bool), np.zeros(0), np.zeros((0, 2, 2)))
-        T = self.template[idx]
-        SD = self.sd[idx]  # float32: sums of a few hundred products, then solved in float64
+        T, SD = (self.template[idx], self.sd[idx]) if templates is None else templates
+        # (SD float32: sums of a few hundred products, then solved in float64)
         base_w = self.template_valid[idx] * self.fit_window[None]
         if mask is not None:
             base_w = base_w * mask
@@ -217,10 +227,10 @@ class TemplateAligner:
                 break
             pos = self.placed(c[a], A[a])
             w = base_w[a] * _inside(pos, image.shape)
-            img_n, _ = _weighted_normalise(sample(image, pos), w)
+            img_n, _ = weighted_normalise(sample(image, pos), w)
             # The template re-normalised over the pixels used here (a mask or the image border
             # changes which count), and its steepest-descent images rescaled to match.
-            T_n, T_std = _weighted_normalise(T[a], w)
+            T_n, T_std = weighted_normalise(T[a], w)
             SDa = SD[a] / np.maximum(T_std, 1e-6)[:, None, None]
             e = (img_n - T_n).astype(np.float32)
             # Robust scale per point from the residuals; Tukey biweight on top of the window.
@@ -272,7 +282,7 @@ class TemplateAligner:
         sv = np.linalg.svd(A, compute_uv=False)
         sane = (sv[:, 1] > 0.1) & (sv[:, 0] < 10.0) & np.isfinite(c).all(1)
         c_safe = np.where(sane[:, None], c, 0.0)
-        ncc = np.where(sane, self.score(image, c_safe, A, idx, mask), -1.0)
+        ncc = np.where(sane, self.score(image, c_safe, A, idx, mask, None if templates is None else T), -1.0)
         support = np.where(sane, self.support(image.shape, c_safe, A, idx, mask), 0.0)
         # Converged means the *position* settled: a fit still moving the centre by a tenth of a pixel
         # after all iterations is oscillating. (The shape may still creep under its damping.)
@@ -280,17 +290,18 @@ class TemplateAligner:
         return AlignmentResult(c, A, ncc, sane & (last_shift < 0.1), support, cov)
 
     def score(self, image: np.ndarray, centre: np.ndarray, A: np.ndarray, index: np.ndarray,
-              mask: np.ndarray | None = None) -> np.ndarray:
+              mask: np.ndarray | None = None, values: np.ndarray | None = None) -> np.ndarray:
         """Central-window NCC of templates ``index`` placed at ``centre`` (M,2) with shape ``A`` (M,2,2).
 
+        ``values`` (M,P): template values to use instead of the stored ones (as in ``align``).
         -1 where fewer than a quarter of the window's weight is usable (too little to judge).
         """
         idx = np.asarray(index)
         pos = self.placed(centre, A)
         full = self.template_valid[idx] * self.score_window[None]
         w = full * _inside(pos, image.shape) * (1.0 if mask is None else mask)
-        img_n, _ = _weighted_normalise(sample(image, pos), w)
-        Tn, _ = _weighted_normalise(self.template[idx], w)
+        img_n, _ = weighted_normalise(sample(image, pos), w)
+        Tn, _ = weighted_normalise(self.template[idx] if values is None else values, w)
         sw = w.sum(1)
         ncc = (img_n * Tn * w).sum(1) / np.maximum(sw, 1e-9)
         return np.where(sw >= 0.25 * full.sum(1), ncc, -1.0)
