@@ -166,6 +166,37 @@ def test_a_replaced_or_removed_episode_triggers_a_full_recompute(out_root, monke
     assert sorted(read) == ["clip0.h5", "clip1.h5"] and doc["episodes"] == 2 and doc["frames"] == 8 + 5
 
 
+def test_statistics_saved_by_the_episode_stage_are_merged_unless_the_file_changed(out_root, tmp_path, monkeypatch):
+    from y2r.artifacts import ArtifactStore
+    from y2r.dataset import stats as stats_mod
+    from y2r.dataset.stats import EPISODE_STATS_FILE, save_episode_stats
+
+    ref_root = tmp_path / "REF"  # the same episodes, nothing saved: every file is read
+    (ref_root / "episodes").mkdir(parents=True)
+    for p in (out_root / "episodes").glob("*.h5"):
+        (ref_root / "episodes" / p.name).write_bytes(p.read_bytes())
+    ref = json.loads(write_stats(ref_root).read_text())
+    store = ArtifactStore(out_root)
+    for i in range(3):
+        store.stage_dir(f"clip{i}", "episode").mkdir(parents=True)
+        save_episode_stats(store.episode_path(f"clip{i}"), store.stage_dir(f"clip{i}", "episode") / EPISODE_STATS_FILE)
+    read: list[str] = []
+    real = stats_mod.episode_stats
+    monkeypatch.setattr(stats_mod, "episode_stats", lambda p, r: read.append(Path(p).name) or real(p, r))
+    doc = json.loads(write_stats(out_root).read_text())
+    assert read == []  # every episode's statistics came from its stage folder
+    assert doc["episodes"] == ref["episodes"] == 3 and doc["frames"] == ref["frames"]
+    for key in ("depth/depth", "tracks/xyz_world", "hands/left/joints_cam", "camera/K"):
+        got, want = _moments(doc, key), _moments(ref, key)
+        assert got["count"] == want["count"], key
+        for stat in ("mean", "std", "min", "max"):
+            np.testing.assert_allclose(got[stat], want[stat], rtol=1e-9, err_msg=f"{key} {stat}")
+    # a file re-written after its statistics were saved (by hand, by another tool): they are stale
+    write_sample(out_root / "episodes" / "clip1.h5", T=5, seed=7, video_id="clip1")
+    doc = json.loads(write_stats(out_root).read_text())
+    assert read == ["clip1.h5"] and doc["frames"] == 8 + 5 + 6
+
+
 def test_a_corrupt_state_is_recomputed_not_trusted(out_root):
     from y2r.dataset.stats import STATE_FILE
 

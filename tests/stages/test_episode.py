@@ -7,9 +7,10 @@ import json
 import h5py
 import numpy as np
 
-from y2r.artifacts import MARKER, ArtifactStore, write_json_atomic
+from y2r.artifacts import MARKER, ArtifactStore, file_fingerprint, write_json_atomic
 from y2r.config import Config
 from y2r.dataset.sample_artifacts import sample_artifacts
+from y2r.dataset.stats import EPISODE_STATS_FILE, StatsSet
 from y2r.dataset.validate import validate_episode
 from y2r.stages.base import Job, WorkerContext, backend_class
 
@@ -72,3 +73,8 @@ def test_episode_stage_end_to_end(tmp_path):
     assert published.exists() and validate_episode(published) == []
     with h5py.File(published) as f:
         np.testing.assert_array_equal(f["rgb"][()], arts["ingest"].frames)
+    # its statistics were computed by the stage, for the very file that was published
+    saved, held = StatsSet.load(store.stage_dir("vid", "episode") / EPISODE_STATS_FILE)
+    assert held == {"episode": file_fingerprint(published)}
+    assert saved.episodes == 1 and saved.frames == 7
+    assert np.all(saved.stats["camera/K"].count == 7)

@@ -153,3 +153,26 @@ def test_an_unreadable_episode_card_is_not_cached(out_root):
     assert re.search(r'class="card bad" id="ep-shaky_clip"><h3>shaky_clip</h3><div class="err">', text)
     cached = [c.read_text() for c in (out_root / "viz" / ".cards").glob("*.html")]
     assert len(cached) == 2 and not any('class="err"' in c for c in cached)
+
+
+def test_a_card_uses_the_frame_strip_the_episode_stage_saved_while_it_is_current(out_root, monkeypatch):
+    from y2r.artifacts import ArtifactStore
+    from y2r.viz import report
+
+    store = ArtifactStore(out_root)
+    for vid in ("room_orbit", "shaky_clip"):
+        store.stage_dir(vid, "episode").mkdir(parents=True)
+        report.save_frames_strip(store.episode_path(vid), store.stage_dir(vid, "episode") / report.EPISODE_STRIP_FILE)
+    write_manifest(out_root, [])
+    drawn: list[str] = []
+    real = report.frames_strip
+    monkeypatch.setattr(report, "frames_strip", lambda ep, n=6: drawn.append(ep.episode_id) or real(ep, n))
+    text = write_report(out_root).read_text()
+    assert drawn == []  # both strips came from the stage folders
+    thumbs = re.findall(r'<img src="(data:image/jpeg;base64,[^"]+)"', text)
+    saved = report.read_json(store.stage_dir("room_orbit", "episode") / report.EPISODE_STRIP_FILE)
+    assert len(saved["rgb"]) == 6 and {uri for _, uri in saved["rgb"]} <= set(thumbs)
+    # the file is rewritten after the stage saved its strip: the saved one is stale and not used
+    room_orbit_episode(out_root / "episodes" / "room_orbit.h5")
+    write_report(out_root)
+    assert drawn == ["room_orbit"]

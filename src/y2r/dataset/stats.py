@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from y2r.artifacts import HAND_SIDES, file_fingerprint, write_atomic, write_json_atomic
+from y2r.artifacts import HAND_SIDES, ArtifactStore, file_fingerprint, write_atomic, write_json_atomic
 from y2r.dataset.reader import Episode, find_episode_files
 from y2r.errors import SchemaError
 
@@ -338,14 +338,38 @@ def episode_stats(path: str | Path, reservoir: int = RESERVOIR_SIZE) -> StatsSet
     return s
 
 
+# The episode stage leaves its episode's statistics in its stage folder (OUT/work/<id>/episode/), so
+# that computing them, which reads the whole file, happens in the workers in parallel (and on the
+# node that wrote the file) instead of serially at the end of the run; ``write_stats`` merges them.
+EPISODE_STATS_FILE = "stats.npz"
+
+
+def save_episode_stats(episode_path: Path, dest: Path, reservoir: int = RESERVOIR_SIZE) -> None:
+    """Compute one episode's statistics and save them with the file's fingerprint (size, mtime)."""
+    fp = file_fingerprint(Path(episode_path))
+    episode_stats(episode_path, reservoir).save(Path(dest), {"episode": fp})
+
+
+def _saved_episode_stats(store: ArtifactStore, episode_path: Path, reservoir: int) -> StatsSet | None:
+    """The statistics the episode stage saved for this very file, else None (then they are computed)."""
+    episode_path = Path(episode_path)
+    loaded = _load_state(store.stage_dir(episode_path.stem, "episode") / EPISODE_STATS_FILE, reservoir)
+    if loaded is None or loaded[1].get("episode") != file_fingerprint(episode_path):
+        return None  # missing, unreadable, or made for an earlier version of the file
+    return loaded[0]
+
+
 def compute_stats(
-    episodes: Sequence[str | Path], reservoir: int = RESERVOIR_SIZE
+    episodes: Sequence[str | Path], reservoir: int = RESERVOIR_SIZE, store: ArtifactStore | None = None
 ) -> tuple[StatsSet, list[dict]]:
+    """Merged statistics of episode files, and those that could not be read; with the ``store`` the
+    files belong to, what the episode stage saved there is used where it is still current."""
     total = StatsSet(reservoir)
     skipped: list[dict] = []
     for p in episodes:
         try:
-            total.merge(episode_stats(p, reservoir))
+            saved = _saved_episode_stats(store, Path(p), reservoir) if store is not None else None
+            total.merge(saved if saved is not None else episode_stats(p, reservoir))
         except (OSError, KeyError, SchemaError) as e:
             msg = e.message if isinstance(e, SchemaError) else " ".join(str(e).split())
             skipped.append({"path": str(p), "error": msg})
@@ -379,7 +403,7 @@ def write_stats(out_root: str | Path, reservoir: int = RESERVOIR_SIZE) -> Path:
         new = [p for p in files if Path(p).name not in held]
     else:  # first run, or an episode in the state changed or went away
         total, held, new = StatsSet(reservoir), {}, list(files)
-    added, skipped = compute_stats(new, reservoir)
+    added, skipped = compute_stats(new, reservoir, store=ArtifactStore(root))
     total.merge(added)
     skipped_names = {Path(x["path"]).name for x in skipped}
     held = {**held, **{Path(p).name: current[Path(p).name] for p in new if Path(p).name not in skipped_names}}

@@ -14,7 +14,9 @@ from pathlib import Path
 from y2r.artifacts import MARKER, EpisodeArtifact, read_json
 from y2r.dataset.episode_writer import write_episode
 from y2r.dataset.schema import SCHEMA_VERSION
+from y2r.dataset.stats import EPISODE_STATS_FILE, save_episode_stats
 from y2r.stages.base import Backend, Job, MemoryProfile, Resources
+from y2r.viz.report import EPISODE_STRIP_FILE, save_frames_strip
 
 UPSTREAM = ("ingest", "camera", "tracks", "hands")
 
@@ -53,6 +55,10 @@ class EpisodeBackend(Backend):
             store_depth=ep.store_depth,
             progress=job.progress,
         )
+        # Its statistics and its report card's frame strip now, in this worker, rather than serially
+        # at the end of the run (the driver's finalize merges and reuses them while they are current).
+        save_episode_stats(path, Path(job.out_dir) / EPISODE_STATS_FILE)
+        save_frames_strip(path, Path(job.out_dir) / EPISODE_STRIP_FILE)
         return EpisodeArtifact(path=path, summary=summary)
 
 

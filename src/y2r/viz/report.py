@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from y2r.artifacts import file_fingerprint, write_atomic
+from y2r.artifacts import ArtifactStore, file_fingerprint, read_json, write_atomic, write_json_atomic
 from y2r.dataset.manifest import MANIFEST_JSONL, build_manifest, read_manifest
 from y2r.dataset.reader import Episode
 from y2r.errors import SchemaError
@@ -108,6 +108,31 @@ def frames_strip(ep: Episode, n: int = 6) -> tuple[list[tuple[int, str]], list[s
         for t in idx:
             depth.append(_data_uri(_thumb(colourise_depth(ep.depth(t), ep.depth_valid(t), near, far))))
     return rgb, depth
+
+
+# The episode stage draws its episode's frame strip in its worker (in parallel with other work, on
+# the node that wrote the file) and leaves it in its stage folder; a card uses it while it is current.
+EPISODE_STRIP_FILE = "strip.json"
+
+
+def save_frames_strip(episode_path: Path, dest: Path) -> None:
+    """``frames_strip`` of an episode file, saved with the file's fingerprint and the card version."""
+    with Episode(episode_path) as ep:
+        rgb, depth = frames_strip(ep)
+    write_json_atomic(Path(dest), {"card_version": CARD_VERSION, "episode": file_fingerprint(Path(episode_path)),
+                                   "rgb": rgb, "depth": depth})
+
+
+def _saved_frames_strip(root: Path, episode_path: Path) -> tuple[list[tuple[int, str]], list[str]] | None:
+    """The strip the episode stage saved for this very file and card version, else None."""
+    saved = ArtifactStore(root).stage_dir(episode_path.stem, "episode") / EPISODE_STRIP_FILE
+    try:
+        d = read_json(saved)
+    except (OSError, ValueError):
+        return None
+    if d.get("card_version") != CARD_VERSION or d.get("episode") != file_fingerprint(episode_path):
+        return None
+    return [(int(t), str(uri)) for t, uri in d.get("rgb", [])], [str(uri) for uri in d.get("depth", [])]
 
 
 def _nice_step(span: float) -> float:
@@ -377,7 +402,7 @@ def _render_card(root: Path, row: dict[str, Any], issues: list[tuple[str, str]])
     path = root / str(row["path"])
     try:
         with Episode(path) as ep:
-            rgb, depth = frames_strip(ep)
+            rgb, depth = _saved_frames_strip(root, path) or frames_strip(ep)
             traj = trajectory_svg(ep.world_T_cam(), ep.metric_scale)
             timeline = timeline_svg(ep)
             backends = ep.backends()
