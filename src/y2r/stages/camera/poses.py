@@ -36,7 +36,6 @@ from itertools import pairwise
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
-from scipy.stats import chi2
 
 from y2r.geometry import invert_se3, make_se3
 from y2r.stages.camera.bundle_adjustment import BundleResult, bundle_adjust
@@ -385,6 +384,10 @@ def outlier_points(
     worst = np.zeros(n_points)
     np.maximum.at(worst, pt_of_obs, residual_px)
     gross = worst > opt.outlier_px
+    # Imported here: scipy.stats takes ~0.5 s to import, and the driver imports this module (for the
+    # backend's declarations) without ever solving a camera.
+    from scipy.stats import chi2  # noqa: PLC0415
+
     return (gross | (ssr > sigma2 * chi2.ppf(0.999, dof))) if strict else gross
 
 
