@@ -112,15 +112,28 @@ def _moments(doc: dict, key: str) -> dict:
     return {k: doc["keys"][key][k] for k in ("count", "mean", "std", "min", "max")}
 
 
+def _assert_same_moments(doc: dict, ref: dict) -> None:
+    for key in ("depth/depth", "tracks/xyz_world", "hands/left/joints_cam", "camera/K"):
+        got, want = _moments(doc, key), _moments(ref, key)
+        assert got["count"] == want["count"], key
+        for stat in ("mean", "std", "min", "max"):
+            np.testing.assert_allclose(got[stat], want[stat], rtol=1e-9, err_msg=f"{key} {stat}")
+
+
+def _copy_episodes(src_root: Path, dst_root: Path) -> Path:
+    """Another output folder with the same episode files (nothing else: no state, no stage folders)."""
+    (dst_root / "episodes").mkdir(parents=True)
+    for p in (src_root / "episodes").glob("*.h5"):
+        (dst_root / "episodes" / p.name).write_bytes(p.read_bytes())
+    return dst_root
+
+
 def test_a_rerun_reads_only_new_episodes_and_equals_a_full_pass(out_root, tmp_path, monkeypatch):
     from y2r.dataset import stats as stats_mod
     from y2r.dataset.stats import STATE_FILE
 
     # the reference: all four episodes in one pass
-    ref_root = tmp_path / "REF"
-    (ref_root / "episodes").mkdir(parents=True)
-    for p in (out_root / "episodes").glob("*.h5"):
-        (ref_root / "episodes" / p.name).write_bytes(p.read_bytes())
+    ref_root = _copy_episodes(out_root, tmp_path / "REF")
     write_sample(ref_root / "episodes" / "clip3.h5", T=9, seed=3, video_id="clip3")
     ref = json.loads(write_stats(ref_root).read_text())
 
@@ -138,11 +151,7 @@ def test_a_rerun_reads_only_new_episodes_and_equals_a_full_pass(out_root, tmp_pa
     doc = json.loads(write_stats(out_root).read_text())
     assert read == ["clip3.h5"]
     assert doc["episodes"] == ref["episodes"] == 4 and doc["frames"] == ref["frames"]
-    for key in ("depth/depth", "tracks/xyz_world", "hands/left/joints_cam", "camera/K"):
-        got, want = _moments(doc, key), _moments(ref, key)
-        assert got["count"] == want["count"], key
-        for stat in ("mean", "std", "min", "max"):
-            np.testing.assert_allclose(got[stat], want[stat], rtol=1e-9, err_msg=f"{key} {stat}")
+    _assert_same_moments(doc, ref)
     # exact quantiles survive the state: equal to the full pass
     xyz = doc["keys"]["tracks/xyz_world"]
     assert xyz["exact_quantiles"] is True
@@ -171,10 +180,7 @@ def test_statistics_saved_by_the_episode_stage_are_merged_unless_the_file_change
     from y2r.dataset import stats as stats_mod
     from y2r.dataset.stats import EPISODE_STATS_FILE, save_episode_stats
 
-    ref_root = tmp_path / "REF"  # the same episodes, nothing saved: every file is read
-    (ref_root / "episodes").mkdir(parents=True)
-    for p in (out_root / "episodes").glob("*.h5"):
-        (ref_root / "episodes" / p.name).write_bytes(p.read_bytes())
+    ref_root = _copy_episodes(out_root, tmp_path / "REF")  # nothing saved there: every file is read
     ref = json.loads(write_stats(ref_root).read_text())
     store = ArtifactStore(out_root)
     for i in range(3):
@@ -186,11 +192,7 @@ def test_statistics_saved_by_the_episode_stage_are_merged_unless_the_file_change
     doc = json.loads(write_stats(out_root).read_text())
     assert read == []  # every episode's statistics came from its stage folder
     assert doc["episodes"] == ref["episodes"] == 3 and doc["frames"] == ref["frames"]
-    for key in ("depth/depth", "tracks/xyz_world", "hands/left/joints_cam", "camera/K"):
-        got, want = _moments(doc, key), _moments(ref, key)
-        assert got["count"] == want["count"], key
-        for stat in ("mean", "std", "min", "max"):
-            np.testing.assert_allclose(got[stat], want[stat], rtol=1e-9, err_msg=f"{key} {stat}")
+    _assert_same_moments(doc, ref)
     # a file re-written after its statistics were saved (by hand, by another tool): they are stale
     write_sample(out_root / "episodes" / "clip1.h5", T=5, seed=7, video_id="clip1")
     doc = json.loads(write_stats(out_root).read_text())
