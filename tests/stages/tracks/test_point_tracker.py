@@ -1,5 +1,6 @@
 """The tracker against exact ground truth: the room_orbit fixture and a rendered occluder scene."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -126,6 +127,29 @@ def test_without_depth_a_static_point_is_seen_again_at_its_projection():
     m = evaluate_tracks(tr.uv, tr.visible, clip.track_uv, clip.track_visible, query_t=np.zeros(64))
     assert m.vis_recall > 0.955 and m.vis_precision > 0.985
     assert m.median_px < 0.15 and m.p90_px < 0.7
+
+
+def test_a_searched_match_far_from_a_static_points_projection_is_not_believed():
+    # A still camera over a textured plane. From frame 1 the point's patch is covered by a flat
+    # square and a copy of it appears 12 px to the right. Once the search window has grown to the
+    # copy, the match there contradicts the static anchor by more than max_contradiction_px (8):
+    # the point stays hidden at its projection instead of being re-anchored on the copy.
+    rng = np.random.default_rng(1)
+    T, H, W, r = 16, 96, 128, 10
+    base = cv2.GaussianBlur(rng.integers(0, 256, (H, W, 3)).astype(np.uint8), (0, 0), 1.0)
+    q = np.array([[64.0, 48.0]])
+    frames = np.repeat(base[None], T, axis=0)
+    patch = base[48 - r:48 + r + 1, 64 - r:64 + r + 1].copy()
+    frames[1:, 48 - r:48 + r + 1, 76 - r:76 + r + 1] = patch  # the copy, 12 px right
+    frames[1:, 48 - r:48 + r + 1, 64 - r:64 + r + 1 - 2] = 128  # the cover (the copy's left edge stays)
+    K = np.array([[100.0, 0, W / 2], [0, 100.0, H / 2], [0, 0, 1]])
+    cam = CameraModel(K=np.tile(K, (T, 1, 1)), world_T_cam=np.tile(np.eye(4), (T, 1, 1)),
+                      depth=np.full((T, H, W), 2.0, np.float32), depth_valid=np.ones((T, H, W), bool),
+                      projection_sigma_px=0.5)
+    tr = PointTracker().track(frames, q, 0, cam)
+    assert not tr.visible[1:, 0].any()
+    assert np.abs(tr.uv[:, 0] - q[0]).max() < 1e-6  # hidden at its (unchanged) projection
+    assert tr.static[:, 0].all()
 
 
 def test_degenerate_inputs():

@@ -77,7 +77,8 @@ class BuiltinTracks(Backend):
     name = "builtin"
     # 2: motion-blur-matched templates and noise-widened depth tests. A resumed run must not keep
     # version-1 tracks: they differ wherever depth was estimated, most on motion-blurred clips.
-    # 3: a static point's projection confirmed by its template alone where depth cannot confirm it.
+    # 3: a static point's projection confirmed by its template alone where depth cannot confirm it,
+    # and searched matches far from it not believed.
     version = "3"
     # Frames and depth are read from memory-mapped artifacts one frame at a time; resident pages
     # grow by about 6 B per pixel-frame (RGB, float16 depth, mask). The tracks themselves are small.
