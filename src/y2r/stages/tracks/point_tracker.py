@@ -31,10 +31,11 @@ Per frame and point, both forward and backward in time from the query frame:
    projection is itself a hypothesis that can make the point visible (partial occlusion of its
    patch, where the appearance test alone fails) when the depth map shows a surface at the
    anchor's depth there and the template agrees loosely, or -- where the depth map cannot show
-   it -- when the template alone agrees as strictly as for a re-acquisition; a measurement contradicting a static
-   point is believed only when that hypothesis is refuted or cannot be tested (no depth there);
+   it -- when the template alone agrees as strictly as for a re-acquisition. A measurement
+   contradicting a static point is believed only when that hypothesis is refuted, and, if it was
+   found by search (no flow evidence), only near the projection (``max_contradiction_px``);
    otherwise it is a tracker error: an occluder's edge dragging the patch, a window stuck at the
-   image border.
+   image border, a similar spot elsewhere in the search window.
 6. **Update.** A visible point takes the chosen position, shape and velocity; its 3D position is
    lifted from this frame's depth. A point not visible keeps its *predicted* position as its uv
    (the best estimate, as TAPIP3D and CoTracker report occluded points too); its world position
@@ -114,7 +115,7 @@ class TrackerSettings:
     search_growth_px: float = 4.0  # ... growing by this much per frame unseen
     max_search_radius_px: float = 48.0
     static_search_radius_px: float = 4.0  # search radius around a static point's projection (+1 px/frame)
-    max_contradiction_px: float = 8.0  # farthest a searched match may lie from a static point's projection ...
+    max_contradiction_px: float = 8.0  # farthest a searched match may contradict a static point's projection
     contradiction_sigmas: float = 3.0  # ... or this many times the projection's uncertainty, if more
     velocity_decay: float = 0.8  # per unseen frame, for the constant-velocity prediction
     motion_neighbours: int = 8  # query neighbours whose motion carries a point that is not seen
@@ -398,7 +399,8 @@ class PointTracker:
         #    point there), while the projection itself was within 3 px in 121 of them.
         geo_ncc, surface_there = self._hypothesis(t, cur, static, proj, z_proj, A_prior, blur, tol)
         geo_ok = static & surface_there & (geo_ncc >= s.ncc_geometric)
-        looks = self._appearance(cur, static & ~surface_there & inside_image(proj, shape), proj, A_prior, blur)
+        untested = static & ~surface_there & inside_image(proj, shape)
+        looks = self._appearance(cur, untested, proj, A_prior, blur)
         seen_there = looks >= s.ncc_reacquire
         geo_ok |= seen_there
         geo_ncc = np.where(seen_there, looks, geo_ncc)
@@ -412,7 +414,8 @@ class PointTracker:
         # wrong, and believing one re-anchors the point on the wrong spot. The point stays hidden
         # at its projection; flow still re-anchors a point whose object starts to move. (The reach
         # grows with the projection's uncertainty: a poor camera does not lock points out.)
-        reach = np.maximum(s.max_contradiction_px, s.contradiction_sigmas * np.sqrt(0.5 * np.einsum("nii->n", P)))
+        proj_sigma = np.sqrt(0.5 * np.einsum("nii->n", P))
+        reach = np.maximum(s.max_contradiction_px, s.contradiction_sigmas * proj_sigma)
         meas_ok &= ~(searched & static & (np.linalg.norm(diff, axis=1) > reach))
         # 5c. A lost point that had a trusted anchor before: is it back there?
         fb_proj, fb_z = cam.project(t, st.fallback)
