@@ -121,8 +121,9 @@ def test_without_depth_a_static_point_is_seen_again_at_its_projection():
 
     clip = render("rotation", width=320, height=240, num_frames=30, seed=0)
     T = len(clip.rgb)
-    cam = CameraModel(K=np.tile(clip.K, (T, 1, 1)), world_T_cam=clip.c2w, depth=np.full(clip.depth.shape, np.nan),
-                      depth_valid=np.zeros(clip.depth.shape, bool), rotation_only_depth=1.0)
+    cam = CameraModel(K=np.tile(clip.K, (T, 1, 1)), world_T_cam=clip.c2w,
+                      depth=np.full(clip.depth.shape, np.nan), depth_valid=np.zeros(clip.depth.shape, bool),
+                      rotation_only_depth=1.0)
     tr = PointTracker().track(clip.rgb, clip.track_uv[0], 0, cam)
     m = evaluate_tracks(tr.uv, tr.visible, clip.track_uv, clip.track_visible, query_t=np.zeros(64))
     assert m.vis_recall > 0.955 and m.vis_precision > 0.985
