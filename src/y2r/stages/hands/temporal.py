@@ -17,7 +17,6 @@ is white, so at 10 fps the default removes most of it with little lag-free atten
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np

@@ -561,10 +561,8 @@ class PointTracker:
         A_query = res.A @ A_capture[idx]
         # (the recent template was captured from a frame already smeared like its neighbours: only
         # the query template is blurred)
-        query = self._blurred.templates(idx, A_query, blur[idx])
-        guard = self._aligner.score(cur.smooth, res.centre, A_query, idx,
-                                    self._uncovered(t, res.centre, A_query, idx, z_hint[idx]),
-                                    None if query is None else query[0])
+        guard = self._score(cur, idx, res.centre, A_query, blur,
+                            self._uncovered(t, res.centre, A_query, idx, z_hint[idx]))
         moved = np.linalg.norm(res.centre - start, axis=1)
         in_image = self._recent.support(cur.shape, res.centre, res.A, idx)
         ok = (res.converged & (moved <= s.max_correction_px) & (res.ncc >= s.ncc_visible)
