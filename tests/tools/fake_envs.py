@@ -66,7 +66,9 @@ def tool_env(work: Path, root: Path | None = None, **extra: str) -> dict:
     env = {"PYTHONPATH": str(SITE), "FAKE_TOOL_LOG": str(work / "loads.log"),
            "FAKE_TOOL_CONTROL": str(work / "control"), "FAKE_TORCH_CUDA": "1", **extra}
     return {"python": str(fake_python()), "root": str(root) if root else None, "env": env,
-            "startup_timeout_s": 60.0, "heartbeat_s": 0.25}
+            # 6 missed beats = a hang: 3 s, short for the hang tests, but not so short that a busy
+            # 2-core CI machine delaying one beat fails a healthy worker (0.25 s did, once).
+            "startup_timeout_s": 60.0, "heartbeat_s": 0.5}
 
 
 def loads(work: Path) -> list[str]:
